@@ -1,0 +1,1 @@
+"""OpenAI wire schema as pydantic models. Imports nothing else from quasar."""

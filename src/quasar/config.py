@@ -1,0 +1,201 @@
+"""Typed settings: the YAML config file, ${ENV} interpolation, and the QUASAR_* environment."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from quasar.errors import ConfigError
+
+BUILTIN_MODEL = "builtin:smollm2-135m-instruct"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Price(_Strict):
+    """USD per million tokens."""
+
+    input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+    cached_input: float | None = Field(None, ge=0)
+
+
+class Deployment(_Strict):
+    engine: Literal["llamacpp", "openai"]
+    # llamacpp
+    path: str | None = None
+    parallel: int = Field(4, ge=1, le=64)
+    threads: int | None = Field(None, ge=1)
+    max_queue: int = Field(64, ge=0)
+    # openai-compatible upstream
+    provider: str | None = None
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+    # both
+    context_length: int = Field(8192, ge=64)
+    weight: float = Field(1.0, gt=0)
+    price: Price = Price()
+    capabilities: list[Literal["tools", "vision", "json_schema"]] = []
+
+    @model_validator(mode="after")
+    def _engine_fields(self) -> Deployment:
+        if self.engine == "llamacpp" and not self.path:
+            raise ValueError("a llamacpp deployment needs 'path' (a .gguf file or builtin:smollm2-135m-instruct)")
+        if self.engine == "openai" and not (self.base_url or self.provider):
+            raise ValueError("an openai deployment needs 'base_url' or a 'provider' preset")
+        return self
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    deployments: list[Deployment] = Field(min_length=1)
+
+
+class RouterConfig(_Strict):
+    strategy: Literal["weighted", "least-busy", "latency", "cost", "priority"] = "weighted"
+    retries: int = Field(2, ge=0, le=10)
+    cooldown_seconds: float = Field(5.0, ge=0)
+    fallbacks: dict[str, list[str]] = {}
+    allowed_hosts: list[str] = []
+
+
+class AuthConfig(_Strict):
+    master_key: str | None = None
+    api_keys: list[str] = []
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _drop_empty(cls, value: Any) -> Any:
+        return [k for k in value if k] if isinstance(value, list) else value
+
+
+class StoreConfig(_Strict):
+    url: str = "sqlite:///quasar.db"
+    log_content: bool = True
+
+
+class ServerConfig(_Strict):
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_n: int = Field(8, ge=1, le=128)
+
+
+class Settings(_Strict):
+    models: list[ModelConfig] = Field(min_length=1)
+    router: RouterConfig = RouterConfig()
+    auth: AuthConfig = AuthConfig()
+    store: StoreConfig = StoreConfig()
+    server: ServerConfig = ServerConfig()
+    redis_url: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        seen: set[str] = set()
+        for m in self.models:
+            if m.name in seen:
+                raise ValueError(f"model name {m.name!r} appears twice")
+            seen.add(m.name)
+        return self
+
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+
+def default_settings() -> dict[str, Any]:
+    """The config used when none is given: the built-in model served as `spark`."""
+    return {
+        "models": [
+            {
+                "name": "spark",
+                "deployments": [{"engine": "llamacpp", "path": BUILTIN_MODEL, "parallel": 4}],
+            }
+        ]
+    }
+
+
+def _interpolate(text: str, source: str) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            if default is not None:
+                return default
+            return ""
+        return value
+
+    return _ENV_REF.sub(sub, text)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line number."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if found is None:
+                break
+            node = found
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _format_errors(exc: ValidationError, source: str, root: yaml.Node | None) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(root, loc)
+        prefix = f"{source}:{line}" if line else source
+        lines.append(f"{prefix}: {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_settings(text: str, source: str = "<config>") -> Settings:
+    text = _interpolate(text, source)
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the config must be a mapping")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source, root)) from None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the config file (or the default one) and apply the QUASAR_* environment on top."""
+    path = path or os.environ.get("QUASAR_CONFIG") or None
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file")
+        settings = parse_settings(p.read_text(), str(p))
+    else:
+        settings = Settings.model_validate(default_settings())
+    env_keys = [k.strip() for k in os.environ.get("QUASAR_API_KEYS", "").split(",") if k.strip()]
+    if env_keys:
+        settings.auth.api_keys = [*settings.auth.api_keys, *env_keys]
+    if os.environ.get("QUASAR_MASTER_KEY"):
+        settings.auth.master_key = os.environ["QUASAR_MASTER_KEY"]
+    if os.environ.get("QUASAR_DATABASE_URL"):
+        settings.store.url = os.environ["QUASAR_DATABASE_URL"]
+    if os.environ.get("QUASAR_REDIS_URL"):
+        settings.redis_url = os.environ["QUASAR_REDIS_URL"]
+    return settings

@@ -1,0 +1,1 @@
+"""Engines: one async contract, one module per back-end."""

@@ -1,0 +1,34 @@
+"""The engine contract every back-end implements.
+
+`chat` returns a whole OpenAI-shaped chat.completion dict; `stream` yields chat.completion.chunk dicts,
+the usage chunk (choices == []) last. Closing the stream's iterator cancels the generation. Engines map
+their own failures to quasar.errors before they reach the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from quasar.api.chat import ChatRequest
+
+
+class Engine(Protocol):
+    context_length: int
+    capabilities: frozenset[str]
+    owned_by: str
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    def load(self) -> None:
+        """Blocking: load weights or open connections. Called once, off the event loop."""
+
+    async def close(self) -> None: ...
+
+    async def chat(self, request: ChatRequest) -> dict[str, Any]: ...
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]: ...

@@ -1,0 +1,15 @@
+"""Build the engine a deployment names."""
+
+from __future__ import annotations
+
+from quasar.config import Deployment
+from quasar.engines.base import Engine
+from quasar.errors import ConfigError
+
+
+def build_engine(deployment: Deployment) -> Engine:
+    if deployment.engine == "llamacpp":
+        from quasar.engines.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(deployment)
+    raise ConfigError(f"engine {deployment.engine!r} is not available in this build")

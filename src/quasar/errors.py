@@ -1,0 +1,116 @@
+"""Quasar's exception tree. Each class carries its HTTP status and OpenAI error type.
+
+The server maps any QuasarError to OpenAI's envelope in one place; nothing else builds error bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class QuasarError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(QuasarError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class AuthenticationFailed(QuasarError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(QuasarError):
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class NotFound(QuasarError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class MethodNotAllowed(QuasarError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(QuasarError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(QuasarError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class QueueFull(QuasarError):
+    status = 503
+    type = "server_error"
+    code = "queue_full"
+
+
+class NotReady(QuasarError):
+    status = 503
+    type = "server_error"
+    code = "model_loading"
+
+
+class EngineError(QuasarError):
+    """The engine failed in a way that is not the client's fault."""
+
+    status = 500
+    type = "server_error"
+    code = "engine_error"
+
+
+class UpstreamError(QuasarError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class ConfigError(Exception):
+    """A configuration problem, found at load time; names the file and line where known."""

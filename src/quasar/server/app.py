@@ -1,0 +1,123 @@
+"""create_app(): the ASGI application. All state lives on app.state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from quasar import __version__
+from quasar.api.chat import ChatRequest
+from quasar.auth import StaticKeys
+from quasar.config import Settings
+from quasar.engines.factory import build_engine
+from quasar.errors import EngineError, InvalidRequest, MethodNotAllowed, NotFound, QuasarError
+from quasar.server.middleware import BodyLimit, RequestId
+from quasar.server.responses import JSON, error_response
+from quasar.server.routes import router
+from quasar.service import ChatService, ModelEntry
+
+log = logging.getLogger("quasar")
+
+
+def build_models(settings: Settings) -> dict[str, ModelEntry]:
+    now = int(time.time())
+    return {m.name: ModelEntry(m.name, [(d, build_engine(d)) for d in m.deployments], now) for m in settings.models}
+
+
+def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | None = None) -> FastAPI:
+    models = build_models(settings)
+
+    async def load_engines(app: FastAPI) -> None:
+        for entry in models.values():
+            for _, engine in entry.deployments:
+                try:
+                    await asyncio.to_thread(engine.load)
+                except Exception as exc:
+                    app.state.load_error = str(exc)
+                    log.error("quasar: %s", exc)
+                    if on_load_failure is not None:
+                        on_load_failure(str(exc))
+                    return
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(load_engines(app))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            for entry in models.values():
+                for _, engine in entry.deployments:
+                    await engine.close()
+
+    app = FastAPI(
+        title="Quasar",
+        version=__version__,
+        description="One OpenAI-compatible chat API in front of every model a team uses.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.service = ChatService(settings, models)
+    app.state.keys = StaticKeys(settings.auth.api_keys, settings.auth.master_key)
+    app.state.load_error = None
+    app.include_router(router)
+    _install_error_handlers(app)
+    _install_openapi(app)
+    app.add_middleware(BodyLimit, limit=settings.server.max_body_bytes)
+    app.add_middleware(RequestId)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(QuasarError)
+    async def quasar_error(request: Request, exc: QuasarError) -> JSON:
+        return error_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSON:
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            return error_response(NotFound(f"Invalid URL ({where}): no such endpoint."))
+        if exc.status_code == 405:
+            return error_response(MethodNotAllowed(f"Method not allowed ({where})."), headers=dict(exc.headers or {}))
+        err = QuasarError(str(exc.detail))
+        err.status = exc.status_code
+        return error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSON:
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return error_response(InvalidRequest(f"Invalid value for '{param}': {first.get('msg')}", param=param))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSON:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(EngineError("The server had an error while processing your request."))
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Add the chat request schema, which the routes parse themselves for speed and exact errors."""
+    default = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = default()
+        defs = ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(defs.pop("$defs", {}))
+        components["ChatRequest"] = defs
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

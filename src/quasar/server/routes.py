@@ -1,0 +1,86 @@
+"""Thin routes: parse, call the service, frame the answer. No business logic here."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from quasar.api.chat import ChatRequest
+from quasar.auth import Principal
+from quasar.errors import NotReady
+from quasar.server import sse
+from quasar.server.parse import parse_body
+from quasar.server.responses import JSON
+from quasar.service import ChatService
+
+router = APIRouter()
+CHAT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}},
+    }
+}
+
+
+def _service(request: Request) -> ChatService:
+    return request.app.state.service
+
+
+def _principal(request: Request) -> Principal:
+    return request.app.state.keys.authenticate(request.headers.get("authorization"))
+
+
+async def chat_completions(request: Request) -> Response:
+    principal = _principal(request)
+    body = parse_body(await request.body(), ChatRequest)
+    service = _service(request)
+    if not body.stream:
+        return JSON(await service.chat(body, principal))
+    chunks = service.stream(body, principal)
+    try:
+        first = await anext(chunks)
+    except BaseException:
+        await chunks.aclose()
+        raise
+    return StreamingResponse(sse.frame(first, chunks), media_type="text/event-stream", headers=sse.HEADERS)
+
+
+for _path in ("/v1/chat/completions", "/chat/completions"):
+    router.add_api_route(
+        _path,
+        chat_completions,
+        methods=["POST"],
+        openapi_extra=CHAT_BODY,
+        summary="Create a chat completion",
+        response_class=JSON,
+    )
+
+
+@router.get("/v1/models", summary="List models")
+async def list_models(request: Request) -> Response:
+    _principal(request)
+    data = [entry.describe() for entry in _service(request).models.values()]
+    return JSON({"object": "list", "data": data})
+
+
+@router.get("/v1/models/{model_id:path}", summary="Retrieve a model")
+async def get_model(model_id: str, request: Request) -> Response:
+    _principal(request)
+    return JSON(_service(request).entry(model_id).describe())
+
+
+@router.get("/health", summary="Liveness")
+async def health() -> Response:
+    return JSON({"status": "ok"})
+
+
+@router.get("/ready", summary="Readiness: 200 once every model is loaded")
+async def ready(request: Request) -> Response:
+    service = _service(request)
+    failed = request.app.state.load_error
+    loading = [name for name, entry in service.models.items() if not entry.ready]
+    if failed:
+        raise NotReady(f"a model failed to load: {failed}", code="model_load_failed")
+    if loading:
+        raise NotReady(f"still loading: {', '.join(loading)}", headers={"Retry-After": "1"})
+    return JSON({"status": "ready", "models": list(service.models)})
