@@ -92,9 +92,9 @@ class ChatRequest(_Wire):
     messages: list[Message] = Field(min_length=1)
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    n: int = Field(1, ge=1)
+    n: Annotated[int, Field(ge=1)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    stream: bool = False
+    stream: bool | None = None
     stream_options: StreamOptions | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
@@ -134,6 +134,10 @@ class ChatRequest(_Wire):
 
     @model_validator(mode="after")
     def _cross_field(self) -> ChatRequest:
+        if self.n is None:
+            self.n = 1
+        if self.stream is None:
+            self.stream = False
         if self.presence_penalty is None and self.precense_penalty is not None:
             self.presence_penalty = self.precense_penalty
         if self.top_logprobs is not None and not self.logprobs:

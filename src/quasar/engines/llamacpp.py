@@ -187,8 +187,9 @@ class LlamaCppEngine:
             # -100 is a ban, as in OpenAI's API; llama.cpp spells a ban `false`.
             body["logit_bias"] = [[int(t), False if b <= -100 else b] for t, b in request.logit_bias.items()]
         if request.logprobs:
+            # llama.cpp returns no logprobs at all for top_logprobs 0; ask for one and trim it away.
             body["logprobs"] = True
-            body["top_logprobs"] = request.top_logprobs or 0
+            body["top_logprobs"] = request.top_logprobs or 1
         if request.response_format is not None and request.response_format.type != "text":
             body["response_format"] = request.response_format.model_dump(by_alias=True, exclude_none=True)
         if stream:
@@ -253,6 +254,8 @@ class LlamaCppEngine:
             self._in_flight -= request.n
         if "error" in result:
             raise _map_error(result["error"])
+        if request.logprobs and not request.top_logprobs:
+            _trim_top_logprobs(result)
         return result
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
@@ -289,11 +292,19 @@ class LlamaCppEngine:
                     raise EngineError(f"llama.cpp failed: {item}")
                 if "error" in item:
                     raise _map_error(item["error"])
+                if request.logprobs and not request.top_logprobs:
+                    _trim_top_logprobs(item)
                 yield item
         finally:
             cancelled.set()
             self._in_flight -= request.n
             future.add_done_callback(lambda f: f.exception())
+
+
+def _trim_top_logprobs(body: dict[str, Any]) -> None:
+    for choice in body.get("choices", ()):
+        for entry in (choice.get("logprobs") or {}).get("content") or ():
+            entry["top_logprobs"] = []
 
 
 def _drop(server: Any) -> None:
