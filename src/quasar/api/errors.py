@@ -29,7 +29,9 @@ def param_path(loc: tuple[int | str, ...]) -> str:
 
 
 def describe(exc: ValidationError) -> tuple[str, str | None]:
-    err = exc.errors(include_url=False)[0]
+    # A union field fails once per branch; the deepest failure is in the branch the client meant.
+    errors = exc.errors(include_url=False)
+    err = max(errors, key=lambda e: len(param_path(tuple(e["loc"]))))
     param = param_path(tuple(err["loc"]))
     msg = str(err["msg"]).removeprefix("Value error, ")
     for prefix, field in CROSS_FIELD_PARAMS.items():
