@@ -71,8 +71,11 @@ def test_seed_001_request_sample(server: Running) -> None:
     body = r.json()
     for key in ("id", "choices", "created", "model", "system_fingerprint", "object", "usage"):
         assert key in body
-    r = httpx.post(server.v1 + "/chat/completions", json=sample, timeout=120)  # max_tokens null: no limit
-    assert r.status_code == 200, r.text
+    # Verbatim, max_tokens null means no limit: streamed, it starts, and closing it cancels the rest.
+    with httpx.stream("POST", server.v1 + "/chat/completions", json={**sample, "stream": True}, timeout=60) as r:
+        assert r.status_code == 200
+        first = next(line for line in r.iter_lines() if line.startswith("data: "))
+        assert json.loads(first.removeprefix("data: "))["object"] == "chat.completion.chunk"
 
 
 def test_seed_001_openapi_spec(server: Running) -> None:

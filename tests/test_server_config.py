@@ -136,22 +136,30 @@ def test_corrupt_gguf_fails_start_up(tmp_path: Path) -> None:
     assert "could not load" in out.stderr
 
 
-def test_ready_is_503_until_the_model_is_loaded() -> None:
+def test_ready_only_once_the_model_answers() -> None:
+    """/ready says 503 (model_loading) until the model is loaded and 200 from then on.
+
+    xllamacpp holds the GIL while it builds the model, so with the 98 MB built-in model the window in
+    which the loop can answer 503 is a few milliseconds: the test takes whatever it sees, checks every
+    answer, and checks that 200 means a chat request is served.
+    """
     statuses = []
     with quasar_server(ONE_SLOT, wait_ready=False) as srv:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                r = httpx.get(srv.url + "/ready", timeout=1)
+                r = httpx.get(srv.url + "/ready", timeout=5)
             except httpx.HTTPError:
-                time.sleep(0.005)
+                time.sleep(0.002)
                 continue
             statuses.append(r.status_code)
             if r.status_code == 200:
                 break
-            assert r.json()["error"]["code"] == "model_loading"
-            assert httpx.get(srv.url + "/health").status_code == 200
-        assert statuses[0] == 503 and statuses[-1] == 200
+            assert r.status_code == 503 and r.json()["error"]["code"] == "model_loading"
+            assert r.headers["retry-after"] == "1"
+        assert statuses[-1] == 200
+        body = {"model": "spark", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+        assert httpx.post(srv.v1 + "/chat/completions", json=body, timeout=30).status_code == 200
         assert "loaded SmolLM2-135M-Instruct.Q4_1.gguf in" in srv.log()
 
 

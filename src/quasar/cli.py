@@ -6,8 +6,10 @@ import ipaddress
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 import typer
+import uvicorn
 
 from quasar.config import load_settings
 from quasar.errors import ConfigError
@@ -29,6 +31,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _listening_server(config: uvicorn.Config, on_listening: Callable[[], object]) -> uvicorn.Server:
+    """uvicorn's Server, telling the app once its sockets listen (models load after that)."""
+
+    class Listening(uvicorn.Server):
+        async def startup(self, sockets: list | None = None) -> None:
+            await super().startup(sockets)
+            on_listening()
+
+    return Listening(config)
+
+
 @app.command()
 def serve(
     host: str = typer.Option(None, help="Address to bind (QUASAR_HOST; default 127.0.0.1)."),
@@ -38,8 +51,6 @@ def serve(
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
     """Serve the OpenAI-compatible API."""
-    import uvicorn
-
     from quasar.server import create_app
 
     host = host or os.environ.get("QUASAR_HOST") or "127.0.0.1"

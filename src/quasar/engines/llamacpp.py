@@ -301,6 +301,17 @@ class LlamaCppEngine:
             future.add_done_callback(lambda f: f.exception())
 
 
+def _preread(path: Path, chunk: int = 8 << 20) -> None:
+    """Pull the weights into the page cache with GIL-releasing reads.
+
+    xllamacpp's Server constructor holds the GIL for the whole load, freezing the event loop; reading
+    the file first moves the disk-bound part of the load outside that window.
+    """
+    with path.open("rb", buffering=0) as fh:
+        while fh.read(chunk):
+            pass
+
+
 def _trim_top_logprobs(body: dict[str, Any]) -> None:
     for choice in body.get("choices", ()):
         for entry in (choice.get("logprobs") or {}).get("content") or ():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -35,6 +36,10 @@ def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | N
     models = build_models(settings)
 
     async def load_engines(app: FastAPI) -> None:
+        # Wait until the server listens (the CLI sets `serving`), so /health and /ready answer while
+        # models load; an ASGI server that never sets it gets the models after a short wait anyway.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(app.state.serving.wait(), timeout=2)
         for entry in models.values():
             for _, engine in entry.deployments:
                 try:
@@ -69,6 +74,7 @@ def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | N
     app.state.service = ChatService(settings, models)
     app.state.keys = StaticKeys(settings.auth.api_keys, settings.auth.master_key)
     app.state.load_error = None
+    app.state.serving = asyncio.Event()
     app.include_router(router)
     _install_error_handlers(app)
     _install_openapi(app)
