@@ -198,3 +198,19 @@ def test_logprobs_without_top_logprobs(server: Running) -> None:
     content = greedy(server, max_tokens=4, logprobs=True)["choices"][0]["logprobs"]["content"]
     assert len(content) == 4
     assert all(entry["top_logprobs"] == [] and entry["logprob"] <= 0 for entry in content)
+
+
+def test_sampling_defaults_are_openais(server: Running) -> None:
+    """No sampling fields behaves exactly as temperature 1, top_p 1, and not as llama.cpp's defaults."""
+    body = {"model": "spark", "messages": ASK, "max_tokens": 40, "logit_bias": {EOS_ID: -100}}
+    texts = {}
+    for name, extra in (
+        ("default", {}),
+        ("openai", {"temperature": 1, "top_p": 1, "frequency_penalty": 0, "presence_penalty": 0}),
+        ("llamacpp", {"temperature": 0.8, "top_p": 0.95}),
+    ):
+        texts[name] = [
+            post(server, {**body, **extra, "seed": s}).json()["choices"][0]["message"]["content"] for s in (11, 12, 13)
+        ]
+    assert texts["default"] == texts["openai"]
+    assert texts["default"] != texts["llamacpp"]
