@@ -7,7 +7,8 @@ its own process, one at a time, alternating for `--rounds` rounds; the medians a
 
 Tokens/s is aggregate completion tokens over wall time at each concurrency (EOS is banned so every
 request generates exactly --tokens tokens). TTFT is the time from sending a request to its first
-content token, median over requests.
+content token, median over requests. Every concurrent client sends PER_WORKER requests in a row, each
+with its own prompt; both sides get one warm-up stream first.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 PARALLEL = 8
 CONTEXT = 8192
-PROMPTS = [f"Write a long story about a lighthouse keeper, part {i}." for i in range(64)]
+PER_WORKER = 3  # requests each concurrent client sends one after another
+PROMPTS = [f"Write a long story about a lighthouse keeper, part {i}." for i in range(1000)]
 
 
 def request_body(i: int, tokens: int, stream: bool = True) -> dict:
@@ -62,11 +64,11 @@ def run_inprocess(concurrency: list[int], tokens: int) -> dict:
     server = engine._server
     from quasar.api.chat import ChatRequest
 
-    warm = engine.payload(ChatRequest.model_validate(request_body(0, 8, stream=False)), stream=False)
-    server.handle_chat_completions(warm)  # both sides get one warm-up request, not measured
+    warm = engine.payload(ChatRequest.model_validate(request_body(999, 8)), stream=True)
+    server.handle_chat_completions(warm, lambda _chunk: False)  # both sides: one warm-up stream, not measured
     results = {}
 
-    def worker(i: int) -> tuple[float, int]:
+    def one(i: int) -> tuple[float, int]:
         body = engine.payload(ChatRequest.model_validate(request_body(i, tokens)), stream=True)
         sent = time.perf_counter()
         first: list[float] = []
@@ -83,10 +85,13 @@ def run_inprocess(concurrency: list[int], tokens: int) -> dict:
         server.handle_chat_completions(body, on_chunk)
         return first[0], n[0]
 
+    def worker(i: int) -> list[tuple[float, int]]:
+        return [one(i * PER_WORKER + r) for r in range(PER_WORKER)]
+
     for c in concurrency:
         began = time.perf_counter()
         with ThreadPoolExecutor(max_workers=c) as pool:
-            measured = list(pool.map(worker, range(c)))
+            measured = [m for ms in pool.map(worker, range(c)) for m in ms]
         results[c] = summarize(measured, time.perf_counter() - began)
     return results
 
@@ -99,29 +104,29 @@ async def run_http(url: str, concurrency: list[int], tokens: int) -> dict:
 
     results = {}
     async with aiohttp.ClientSession() as session:
-        async with session.post(url, json=request_body(0, 8, stream=False)) as resp:
-            await resp.read()  # warm-up, not measured
+        async with session.post(url, json=request_body(999, 8)) as resp:
+            await resp.read()  # warm-up stream, not measured
 
-        async def worker(i: int) -> tuple[float, int]:
+        async def one(i: int) -> tuple[float, int]:
             sent = time.perf_counter()
             first = None
             n = 0
             async with session.post(url, json=request_body(i, tokens)) as resp:
                 assert resp.status == 200, await resp.text()
-                async for raw in resp.content:
-                    line = raw.strip()
-                    if not line.startswith(b"data: ") or line == b"data: [DONE]":
-                        continue
-                    for choice in json.loads(line[6:]).get("choices", ()):
-                        if choice["delta"].get("content"):
-                            if first is None:
-                                first = time.perf_counter() - sent
-                            n += 1
+                async for line in resp.content:
+                    # one content token per event at n == 1; no JSON parsing, like the in-process side
+                    if line.startswith(b"data: ") and b'"content":"' in line:
+                        if first is None:
+                            first = time.perf_counter() - sent
+                        n += 1
             return first, n
+
+        async def worker(i: int) -> list[tuple[float, int]]:
+            return [await one(i * PER_WORKER + r) for r in range(PER_WORKER)]
 
         for c in concurrency:
             began = time.perf_counter()
-            measured = await asyncio.gather(*(worker(i) for i in range(c)))
+            measured = [m for ms in await asyncio.gather(*(worker(i) for i in range(c))) for m in ms]
             results[c] = summarize(measured, time.perf_counter() - began)
     return results
 
