@@ -9,6 +9,7 @@ import sys
 
 import typer
 
+from quasar.cli_store import register
 from quasar.config import load_settings
 from quasar.errors import ConfigError
 
@@ -112,6 +113,9 @@ def models(config: str = typer.Option(None, "--config", "-c", help="YAML config 
     for m in settings.models:
         engines = ", ".join(d.engine for d in m.deployments)
         typer.echo(f"{m.name}\t{engines}")
+
+
+register(app)
 
 
 def main() -> None:
