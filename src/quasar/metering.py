@@ -19,9 +19,10 @@ from quasar.service import ChatService
 from quasar.store.writer import LogWriter
 
 log = logging.getLogger("quasar.meter")
-# Chat-template overhead per message and per prompt, in tokens: a prompt's bytes bound its tokens.
+# A prompt's UTF-8 bytes bound its tokens; chat templates add per message and per prompt (some add a
+# default system prompt), so the worst case a budget reserves allows generously for both.
 TOKENS_PER_MESSAGE = 8
-TOKENS_BASE = 16
+TOKENS_BASE = 64
 
 
 def prompt_upper_bound(request: ChatRequest) -> int:
