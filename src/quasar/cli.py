@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from quasar.cli_store import register
+from quasar.cli_store import check_store, register
 from quasar.config import load_settings
 from quasar.errors import ConfigError
 
@@ -55,6 +55,7 @@ def serve(
             f"refusing to serve on {host} with no API keys: anyone who can reach it could use it. "
             "Set QUASAR_API_KEYS (or auth.api_keys), bind to 127.0.0.1, or pass --insecure."
         )
+    check_store(settings)
     failures: list[str] = []
 
     def on_load_failure(message: str) -> None:

@@ -45,8 +45,10 @@ def _settings(config: str | None) -> Settings:
 
 def _run(config: str | None, work: Callable[[AsyncEngine, Settings], Awaitable[T]], *, check: bool = True) -> T:
     """Open the configured database (schema checked; SQLite upgraded), run `work`, close it."""
-    settings = _settings(config)
+    return _run_with(_settings(config), work, check=check)
 
+
+def _run_with(settings: Settings, work: Callable[[AsyncEngine, Settings], Awaitable[T]], *, check: bool = True) -> T:
     async def main() -> T:
         db = parse_database_url(settings.store.url)
         engine = create_engine(db)
@@ -78,6 +80,15 @@ async def _announce(settings: Settings, key_id: str) -> None:
         await client.publish(f"{settings.limits.namespace}:keys", key_id)
     finally:
         await client.aclose()
+
+
+def check_store(settings: Settings) -> None:
+    """Before serving: the schema must match this code (SQLite is upgraded); exits with the reason if not."""
+
+    async def work(engine: AsyncEngine, _: Settings) -> None:
+        return None
+
+    _run_with(settings, work)
 
 
 @db_app.command("upgrade")
