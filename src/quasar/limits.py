@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
+
 from quasar.config import Quota
-from quasar.errors import RateLimited
+from quasar.errors import RateLimited, StoreUnavailable
 
 UNLIMITED = -1.0
 
@@ -290,7 +292,12 @@ class RedisLimits:
             keys += [self._key(subject, "rpm"), self._key(subject, "tpm"), self._key(subject, period)]
             ttl = period_seconds_left(q.budget_period, wall) + 3600 if q.budget_period != "total" else 0
             args += [q.rpm or 0, q.tpm or 0, repr(q.budget) if q.budget is not None else -1, ttl]
-        result = await self._reserve(keys=keys, args=args)
+        try:
+            result = await self._reserve(keys=keys, args=args)
+        except RedisError:
+            raise StoreUnavailable(
+                "The limit store (Redis) is unavailable; try again shortly.", headers={"Retry-After": "1"}
+            ) from None
         if int(result[0]) != 1:
             reason, index, wait, level = _text(result[1]), int(result[2]), float(result[3]), float(result[4])
             subject = subjects[index]
