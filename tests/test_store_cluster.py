@@ -125,6 +125,15 @@ def test_revocation_reaches_every_replica_within_a_second(cluster: Cluster) -> N
         assert time.monotonic() - at < 1.0, revoke_with
 
 
+def test_the_response_cache_is_shared_through_redis(cluster: Cluster) -> None:
+    key = make_key(cluster)["key"]
+    body = {"messages": [{"role": "user", "content": uuid.uuid4().hex}], "cache_enabled": True, "max_tokens": 2}
+    first = post(cluster.replicas[0], key, f"cache-{uuid.uuid4().hex}", **body)
+    second = post(cluster.replicas[1], key, f"cache-{uuid.uuid4().hex}", **body)
+    assert (first.headers["x-quasar-cache"], second.headers["x-quasar-cache"]) == ("MISS", "HIT")
+    assert second.json() == first.json()
+
+
 def test_sigterm_under_load_loses_no_row(cluster: Cluster) -> None:
     victim = cluster.replicas[2]
     key = make_key(cluster)["key"]

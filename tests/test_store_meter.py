@@ -11,6 +11,7 @@ import pytest
 
 from quasar.api.chat import ChatRequest
 from quasar.auth import ANONYMOUS
+from quasar.cache import LocalCache
 from quasar.config import parse_settings
 from quasar.errors import EngineError
 from quasar.limits import LocalLimits
@@ -37,7 +38,7 @@ async def run(tmp_path: Path, cases: dict[str, tuple[int, Exception | None]], lo
     settings.store.log_content = log_content
     store = Store(settings.store)
     await store.open()
-    meter = Meter(settings, LocalLimits(), store.writer)
+    meter = Meter(settings, LocalLimits(), store.writer, LocalCache(10))
     request = ChatRequest.model_validate({"model": "spark", "messages": [{"role": "user", "content": "hi"}]})
     try:
         for request_id, (count, error) in cases.items():

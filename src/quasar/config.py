@@ -102,6 +102,14 @@ class LimitsConfig(_Strict):
     namespace: str = Field("quasar", min_length=1)  # prefix of Redis keys and channels
 
 
+class CacheConfig(_Strict):
+    """Exact-match response cache (non-streamed replies); a request may opt in or out with cache_enabled."""
+
+    enabled: bool = False
+    ttl_seconds: int = Field(300, ge=1)
+    max_entries: int = Field(10000, ge=1)  # in memory; Redis (with redis_url) keeps entries until their TTL
+
+
 class ServerConfig(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_n: int = Field(8, ge=1, le=128)
@@ -114,6 +122,7 @@ class Settings(_Strict):
     store: StoreConfig = StoreConfig()
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
+    cache: CacheConfig = CacheConfig()
     redis_url: str | None = None
 
     @model_validator(mode="after")

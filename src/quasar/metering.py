@@ -11,10 +11,11 @@ from typing import Any
 
 from quasar.api.chat import ChatRequest
 from quasar.auth import Principal
+from quasar.cache import ResponseCache, cache_key
 from quasar.config import Settings
 from quasar.errors import QuasarError
 from quasar.limits import Limits, Reservation, Subject
-from quasar.record import RequestRecord, cost_of
+from quasar.record import RequestRecord, cost_of, tracking
 from quasar.service import ChatService
 from quasar.store.writer import LogWriter
 
@@ -30,10 +31,11 @@ def prompt_upper_bound(request: ChatRequest) -> int:
 
 
 class Meter:
-    def __init__(self, settings: Settings, limits: Limits, writer: LogWriter) -> None:
+    def __init__(self, settings: Settings, limits: Limits, writer: LogWriter, cache: ResponseCache) -> None:
         self.settings = settings
         self.limits = limits
         self.writer = writer
+        self.cache = cache
         self.secrets = [d.api_key for m in settings.models for d in m.deployments if d.api_key]
         self._settling: set[asyncio.Task[None]] = set()
         self._reservations: dict[str, Reservation] = {}
@@ -65,6 +67,24 @@ class Meter:
         reservation = await self.limits.reserve(subjects, prompt + output * request.n, worst)
         self._reservations[record.id] = reservation
         return reservation.headers()
+
+    async def chat(
+        self, service: ChatService, request: ChatRequest, principal: Principal, record: RequestRecord
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """A non-streamed reply, from the response cache when the request or the config asks for it."""
+        fields = tracking(request)
+        enabled = self.settings.cache.enabled if fields.cache_enabled is None else fields.cache_enabled
+        if not enabled or request.model not in service.models or not principal.may_use(request.model):
+            return await service.chat(request, principal, record), {}
+        key = cache_key(request)
+        cached = await self.cache.get(key)
+        if cached is not None:
+            record.cache_hit = True
+            record.take_reply(cached)
+            return cached, {"x-quasar-cache": "HIT"}
+        reply = await service.chat(request, principal, record)
+        await self.cache.put(key, reply, fields.cache_ttl or self.settings.cache.ttl_seconds)
+        return reply, {"x-quasar-cache": "MISS"}
 
     @contextlib.asynccontextmanager
     async def record(self, request_id: str) -> AsyncIterator[RequestRecord]:
@@ -123,7 +143,8 @@ class Meter:
 
     async def _settle(self, reservation: Reservation, record: RequestRecord) -> None:
         try:
-            await self.limits.settle(reservation, record.prompt_tokens + record.completion_tokens, record.cost)
+            tokens = 0 if record.cache_hit else record.prompt_tokens + record.completion_tokens
+            await self.limits.settle(reservation, tokens, record.cost)
         except Exception as exc:
             log.warning("quasar: could not settle a reservation (%s)", type(exc).__name__)
 

@@ -23,14 +23,24 @@ class Tracking:
     customer_identifier: str | None = None
     metadata: dict[str, Any] | None = None
     disable_log: bool = False
+    cache_enabled: bool | None = None
+    cache_ttl: int | None = None
 
 
 def tracking(request: ChatRequest) -> Tracking:
-    """Seed 003's customer fields, validated; a wrong type is a 400 naming the field."""
+    """Seed 003's customer and cache fields, validated; a wrong type is a 400 naming the field."""
     extra = request.model_extra or {}
     customer = extra.get("customer_identifier")
     metadata = extra.get("metadata")
     disable_log = extra.get("disable_log", False)
+    cache_enabled = extra.get("cache_enabled")
+    cache_ttl = extra.get("cache_ttl")
+    if cache_enabled is not None and not isinstance(cache_enabled, bool):
+        raise InvalidRequest("Invalid value for 'cache_enabled': expected a boolean.", param="cache_enabled")
+    if cache_ttl is not None and (isinstance(cache_ttl, bool) or not isinstance(cache_ttl, int) or cache_ttl < 1):
+        raise InvalidRequest(
+            "Invalid value for 'cache_ttl': expected a whole number of seconds >= 1.", param="cache_ttl"
+        )
     if customer is not None and (not isinstance(customer, str) or not 0 < len(customer) <= 256):
         raise InvalidRequest(
             "Invalid value for 'customer_identifier': expected a string of 1 to 256 characters.",
@@ -40,7 +50,7 @@ def tracking(request: ChatRequest) -> Tracking:
         raise InvalidRequest("Invalid value for 'metadata': expected an object.", param="metadata")
     if not isinstance(disable_log, bool):
         raise InvalidRequest("Invalid value for 'disable_log': expected a boolean.", param="disable_log")
-    return Tracking(customer, metadata, disable_log)
+    return Tracking(customer, metadata, disable_log, cache_enabled, cache_ttl)
 
 
 def price_version(price: Price) -> str:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from quasar.auth import StaticKeys
+from quasar.cache import LocalCache, RedisCache, ResponseCache
 from quasar.config import Settings
 from quasar.keys import KeyEvents, KeyRing, principal_of
 from quasar.limits import Limits, LocalLimits, RedisLimits, Subject, period_start
@@ -23,16 +24,18 @@ def install(app: FastAPI, settings: Settings) -> None:
     store = Store(settings.store)
     redis = None
     limits: Limits = LocalLimits()
+    cache: ResponseCache = LocalCache(settings.cache.max_entries)
     if settings.redis_url:
         import redis.asyncio as aioredis
 
         redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         limits = RedisLimits(redis, settings.limits.namespace)
+        cache = RedisCache(redis, settings.limits.namespace)
     app.state.store = store
     app.state.redis = redis
     app.state.keys = KeyRing(StaticKeys(settings.auth.api_keys, settings.auth.master_key), store.engine)
     app.state.key_events = KeyEvents(redis, settings.limits.namespace, app.state.keys) if redis else None
-    app.state.meter = Meter(settings, limits, store.writer)
+    app.state.meter = Meter(settings, limits, store.writer, cache)
 
 
 async def start(app: FastAPI) -> None:

@@ -40,7 +40,8 @@ async def chat_completions(request: Request) -> Response:
         service = _service(request)
         headers = await meter.admit(record, body, principal, service)
         if not body.stream:
-            return JSON(await service.chat(body, principal, record), headers=headers)
+            reply, cache_headers = await meter.chat(service, body, principal, record)
+            return JSON(reply, headers={**headers, **cache_headers})
         chunks = meter.watch(record, service.stream(body, principal, record))
         try:
             first = await anext(chunks)
