@@ -42,7 +42,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     with pg_schema() as url, redis_namespace() as namespace, contextlib.ExitStack() as stack:
-        config = priced_config(extra=f"limits:\n  namespace: {namespace}\n")
+        config = priced_config(extra=f"redis_namespace: {namespace}\n")
         config_path = Path(tempfile.mkdtemp(prefix="quasar-cluster-")) / "quasar.yaml"
         config_path.write_text(config)
         env = {"QUASAR_DATABASE_URL": url, "QUASAR_REDIS_URL": REDIS, "QUASAR_MASTER_KEY": MASTER}

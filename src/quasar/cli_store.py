@@ -77,7 +77,7 @@ async def _announce(settings: Settings, key_id: str) -> None:
 
     client = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
     try:
-        await client.publish(f"{settings.limits.namespace}:keys", key_id)
+        await client.publish(f"{settings.redis_namespace}:keys", key_id)
     finally:
         await client.aclose()
 

@@ -99,7 +99,6 @@ class Quota(_Strict):
 class LimitsConfig(_Strict):
     customer: Quota | None = None  # for every customer_identifier without its own entry
     customers: dict[str, Quota] = {}
-    namespace: str = Field("quasar", min_length=1)  # prefix of Redis keys and channels
 
 
 class CacheConfig(_Strict):
@@ -124,6 +123,7 @@ class Settings(_Strict):
     limits: LimitsConfig = LimitsConfig()
     cache: CacheConfig = CacheConfig()
     redis_url: str | None = None
+    redis_namespace: str = Field("quasar", min_length=1)  # prefix of every Redis key and channel Quasar uses
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

@@ -29,12 +29,12 @@ def install(app: FastAPI, settings: Settings) -> None:
         import redis.asyncio as aioredis
 
         redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        limits = RedisLimits(redis, settings.limits.namespace)
-        cache = RedisCache(redis, settings.limits.namespace)
+        limits = RedisLimits(redis, settings.redis_namespace)
+        cache = RedisCache(redis, settings.redis_namespace)
     app.state.store = store
     app.state.redis = redis
     app.state.keys = KeyRing(StaticKeys(settings.auth.api_keys, settings.auth.master_key), store.engine)
-    app.state.key_events = KeyEvents(redis, settings.limits.namespace, app.state.keys) if redis else None
+    app.state.key_events = KeyEvents(redis, settings.redis_namespace, app.state.keys) if redis else None
     app.state.meter = Meter(settings, limits, store.writer, cache)
 
 
