@@ -82,6 +82,10 @@ def test_admin_api(store_server: Running) -> None:
     changed = httpx.patch(f"{store_server.url}/admin/keys/{key_id}", json={"rpm": 1}, headers=admin_headers())
     assert changed.status_code == 200 and changed.json()["rpm"] == 1
     wait_for(lambda: chat(store_server, key).status_code == 429, timeout=5)
+    cleared = httpx.patch(
+        f"{store_server.url}/admin/keys/{key_id}", json={"models": None, "name": None}, headers=admin_headers()
+    )
+    assert cleared.status_code == 200 and cleared.json()["models"] == [] and cleared.json()["name"] == "api-key"
 
     for body, param in (({"rpm": 0}, "rpm"), ({"colour": "red"}, "colour"), ({"expires": "whenever"}, "expires")):
         bad = httpx.post(f"{store_server.url}/admin/keys", json=body, headers=admin_headers())

@@ -152,7 +152,11 @@ class KeyEvents:
         self._subscribed = asyncio.Event()
 
     async def publish(self, key_id: str) -> None:
-        await self.redis.publish(self.channel, key_id)
+        """Tell every replica; if Redis is away, they see the change when their cache entries expire."""
+        try:
+            await self.redis.publish(self.channel, key_id)
+        except Exception as exc:
+            log.warning("quasar: key events: could not publish a key change (%s)", type(exc).__name__)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="quasar-key-events")

@@ -36,7 +36,7 @@ class Meter:
         self.limits = limits
         self.writer = writer
         self.cache = cache
-        self.secrets = [d.api_key for m in settings.models for d in m.deployments if d.api_key]
+        self.secrets = _strings([d.api_key for m in settings.models for d in m.deployments])
         self._settling: set[asyncio.Task[None]] = set()
         self._reservations: dict[str, Reservation] = {}
 

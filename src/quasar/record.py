@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from quasar.api.chat import ChatRequest
@@ -16,6 +16,7 @@ from quasar.config import Price
 from quasar.errors import InvalidRequest
 
 STATUSES = ("ok", "error", "truncated", "cancelled")
+_NOT_STORED = {"started", "keep_content", "price", "streaming", "done", "secrets"}
 
 
 @dataclass(frozen=True)
@@ -166,9 +167,7 @@ class RequestRecord:
             self.cost = cost_of(self.price, self.prompt_tokens, self.cached_tokens, self.completion_tokens)
 
     def row(self) -> dict[str, Any]:
-        row = asdict(self)
-        for name in ("started", "keep_content", "price", "streaming", "done", "secrets"):
-            row.pop(name)
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_STORED}
         if self.secrets:
             row = redact(row, self.secrets)
         return row

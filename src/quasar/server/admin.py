@@ -33,6 +33,12 @@ class KeyFields(BaseModel):
         values = {name: getattr(self, name) for name in self.model_fields_set}
         if "expires" in values:
             values["expires"] = parse_expiry(values["expires"])
+        if values.get("name", "") is None:
+            del values["name"]
+        if "models" in values and values["models"] is None:
+            values["models"] = []  # every model
+        if "budget_period" in values and values["budget_period"] is None:
+            values["budget_period"] = "total"
         return values
 
 
@@ -86,8 +92,6 @@ async def update(key_id: str, request: Request) -> Response:
     await _admin(request)
     await _existing(request, key_id)
     fields = parse_body(await request.body(), KeyFields).values()
-    if "budget_period" in fields and fields["budget_period"] is None:
-        fields["budget_period"] = "total"
     row = await key_rows.update_key(_engine(request), key_id, fields)
     await _changed(request, key_id)
     return JSON(public(row or {}))
