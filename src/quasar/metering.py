@@ -139,7 +139,7 @@ class Meter:
             task = asyncio.get_running_loop().create_task(self._settle(reservation, record))
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
-        self.writer.submit(record.row())
+        self.writer.submit(record)
 
     async def _settle(self, reservation: Reservation, record: RequestRecord) -> None:
         try:

@@ -11,12 +11,11 @@ import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from quasar.api.chat import ChatRequest
+from quasar.api.chat import ChatRequest, Message
 from quasar.config import Price
 from quasar.errors import InvalidRequest
 
 STATUSES = ("ok", "error", "truncated", "cancelled")
-_NOT_STORED = {"started", "keep_content", "price", "streaming", "done", "secrets"}
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ class RequestRecord:
     routing_ms: float | None = None
     attempts: int = 0
     cache_hit: bool = False
-    messages: list[dict[str, Any]] | None = None
+    messages: list[Message] | None = None
     reply: list[dict[str, Any]] | None = None
     trace: dict[str, Any] | None = None
     keep_content: bool = True
@@ -108,7 +107,7 @@ class RequestRecord:
         self.metadata = fields.metadata
         self.keep_content = log_content and not fields.disable_log
         if self.keep_content:
-            self.messages = [m.model_dump(mode="json", exclude_none=True) for m in request.messages]
+            self.messages = request.messages  # serialized by row(), in the log writer
         return fields
 
     def used(self, deployment: str, provider: str | None, price: Price) -> None:
@@ -156,6 +155,8 @@ class RequestRecord:
             self.reply = [c.get("message") for c in body.get("choices", [])]
 
     def fail(self, status: str, http_status: int, message: str) -> None:
+        if self.done:
+            return
         self.status = status
         self.http_status = http_status
         self.error = message
@@ -167,10 +168,19 @@ class RequestRecord:
             self.cost = cost_of(self.price, self.prompt_tokens, self.cached_tokens, self.completion_tokens)
 
     def row(self) -> dict[str, Any]:
-        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_STORED}
+        row = {name: getattr(self, name) for name in _STORED}
+        if self.messages is not None:
+            row["messages"] = [m.model_dump(mode="json", exclude_none=True) for m in self.messages]
         if self.secrets:
             row = redact(row, self.secrets)
         return row
+
+
+_STORED = tuple(
+    f.name
+    for f in fields(RequestRecord)
+    if f.name not in {"started", "keep_content", "price", "streaming", "done", "secrets"}
+)
 
 
 def redact(value: Any, secrets: list[str]) -> Any:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,6 +19,14 @@ from quasar.store.logs import insert_rows
 from quasar.store.spool import Spool
 
 log = logging.getLogger("quasar.store")
+
+
+class Loggable(Protocol):
+    def row(self) -> dict[str, Any]:
+        """The request_log row; built by the writer, off the request path."""
+        ...
+
+
 INSERT_TIMEOUT_S = 15.0
 MAX_BACKOFF_S = 2.0
 
@@ -34,9 +42,10 @@ class LogWriter:
         self.flush_seconds = flush_seconds
         self.healthy = True
         self.written = 0
-        self._buffer: deque[dict[str, Any]] = deque()
+        self._buffer: deque[Loggable] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def waiting(self) -> int:
@@ -45,21 +54,21 @@ class LogWriter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="quasar-log-writer")
 
-    def submit(self, row: dict[str, Any]) -> None:
-        self._buffer.append(row)
+    def submit(self, item: Loggable) -> None:
+        self._buffer.append(item)
         if len(self._buffer) > self.buffer_rows:
             self._spill()
         if len(self._buffer) >= self.batch_rows:
             self._wake.set()
 
     def _spill(self) -> None:
-        rows = list(self._buffer)
+        rows = [item.row() for item in self._buffer]
         self._buffer.clear()
         self.spool.append(rows)
 
     async def _run(self) -> None:
         backoff = self.flush_seconds
-        while True:
+        while not self._stopping:  # a flag as well as cancel(): Python 3.11's wait_for can swallow a cancel
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), backoff)
             self._wake.clear()
@@ -73,7 +82,7 @@ class LogWriter:
             while self._buffer:
                 batch = [self._buffer.popleft() for _ in range(min(self.batch_rows, len(self._buffer)))]
                 try:
-                    await self._insert(batch)
+                    await self._insert([item.row() for item in batch])
                 except BaseException:
                     self._buffer.extendleft(reversed(batch))
                     raise
@@ -104,6 +113,7 @@ class LogWriter:
 
     async def close(self, timeout: float) -> None:
         """Stop; write what waits if the database takes it within `timeout`, else spool it."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
