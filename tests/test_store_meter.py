@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -69,3 +70,21 @@ async def test_log_content_off_keeps_no_messages(tmp_path: Path) -> None:
     rows = await run(tmp_path, {"quiet": (2, None)}, log_content=False)
     assert rows["quiet"]["messages"] is None and rows["quiet"]["reply"] is None
     assert rows["quiet"]["status"] == "ok"
+
+
+async def test_close_finishes_when_a_batch_is_due_at_the_same_moment(tmp_path: Path) -> None:
+    settings = parse_settings(priced_config())
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    settings.store.url = url
+    settings.store.batch_rows = 2
+    store = Store(settings.store)
+    await store.open()
+    await asyncio.sleep(0.05)  # the writer is waiting for its next batch
+    for request_id in ("a", "b"):
+        record = RequestRecord(request_id)
+        record.finish()
+        store.writer.submit(record)  # the second wakes the writer as close() cancels it
+    closing = asyncio.create_task(store.close())
+    done, _ = await asyncio.wait({closing}, timeout=5)
+    assert closing in done, "the log writer did not stop"
+    assert {r["request_id"] for r in log_rows(url)} == {"a", "b"}
