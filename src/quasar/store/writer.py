@@ -46,6 +46,7 @@ class LogWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._spill_at = buffer_rows
 
     @property
     def waiting(self) -> int:
@@ -56,15 +57,22 @@ class LogWriter:
 
     def submit(self, item: Loggable) -> None:
         self._buffer.append(item)
-        if len(self._buffer) > self.buffer_rows:
+        if len(self._buffer) > self._spill_at:
             self._spill()
         if len(self._buffer) >= self.batch_rows:
             self._wake.set()
 
     def _spill(self) -> None:
+        """Move the buffer to the spool file; if the disk refuses, the rows stay in memory."""
         rows = [item.row() for item in self._buffer]
+        try:
+            self.spool.append(rows)
+        except OSError as exc:
+            log.error("quasar: request log: cannot write the spool in %s (%s)", self.spool.directory, exc.strerror)
+            self._spill_at = len(self._buffer) * 2  # try again when twice as many wait, not on every row
+            return
         self._buffer.clear()
-        self.spool.append(rows)
+        self._spill_at = self.buffer_rows
 
     async def _run(self) -> None:
         backoff = self.flush_seconds
