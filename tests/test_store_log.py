@@ -145,7 +145,10 @@ def test_reading_back_through_the_api_and_cli(store_server: Running) -> None:
     env = {"QUASAR_DATABASE_URL": database_url(store_server)}
     out = cli("logs", "--customer", customer, "--json", env=env).stdout
     assert request_id in out and '"status":"ok"' in out
-    table = cli("usage", "--group-by", "customer", env=env).stdout
+    assert request_id in cli("logs", "--since", "1h", "--status", "ok", "--json", env=env).stdout
+    assert request_id not in cli("logs", "--since", "2100-01-01T00:00:00", env=env).stdout
+    assert cli("logs", "--since", "banana", env=env, check=False).returncode != 0
+    table = cli("usage", "--group-by", "customer", "--from", "1d", env=env).stdout
     assert customer in table
 
 

@@ -228,8 +228,19 @@ def _when(value: float | None) -> str:
     return "-" if value is None else datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _since(value: str | None) -> float | None:
-    return None if value is None else time.time() - (parse_expiry(value, now=0.0) or 0.0)
+def _moment(value: str | None) -> float | None:
+    """An ISO 8601 time, or a duration back from now (10m, 2h, 1d), as epoch seconds."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            return time.time() - (parse_expiry(value, now=0.0) or 0.0)
+        except QuasarError:
+            _fail(f"{value!r} is neither an ISO 8601 time nor a duration such as 1h")
+            raise
+    return moment.timestamp() if moment.tzinfo else moment.astimezone().timestamp()
 
 
 def logs(
@@ -239,12 +250,12 @@ def logs(
     customer: str = typer.Option(None, help="Only this customer_identifier."),
     model: str = typer.Option(None, help="Only this model."),
     status: str = typer.Option(None, help="Only this status: ok, error, truncated, cancelled."),
-    since: str = typer.Option(None, help="Only rows newer than this duration (10m, 2h, 1d)."),
+    since: str = typer.Option(None, help="Only rows since an ISO 8601 time or a duration ago (10m, 2h, 1d)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
     config: str = CONFIG,
 ) -> None:
     """Show the request log, newest last."""
-    where = LogFilter(key_id=key, customer_identifier=customer, model=model, status=status, since=_since(since))
+    where = LogFilter(key_id=key, customer_identifier=customer, model=model, status=status, since=_moment(since))
 
     def show(rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -286,15 +297,7 @@ def usage_command(
     if group_by not in GROUPS:
         _fail(f"--group-by must be one of {', '.join(GROUPS)}")
 
-    def moment(value: str | None) -> float | None:
-        if value is None:
-            return None
-        try:
-            return datetime.fromisoformat(value).timestamp()
-        except ValueError:
-            return _since(value)
-
-    where = LogFilter(since=moment(since), until=moment(until))
+    where = LogFilter(since=_moment(since), until=_moment(until))
 
     async def work(engine: AsyncEngine, _: Settings) -> list[dict[str, Any]]:
         return await usage(engine, group_by, where)
