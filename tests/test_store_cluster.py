@@ -42,7 +42,8 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     with pg_schema() as url, redis_namespace() as namespace, contextlib.ExitStack() as stack:
-        config = priced_config(extra=f"redis_namespace: {namespace}\n")
+        limits = "limits:\n  customers:\n    c-shared: {rpm: 2}\n"
+        config = priced_config(extra=f"redis_namespace: {namespace}\n{limits}")
         config_path = Path(tempfile.mkdtemp(prefix="quasar-cluster-")) / "quasar.yaml"
         config_path.write_text(config)
         env = {"QUASAR_DATABASE_URL": url, "QUASAR_REDIS_URL": REDIS, "QUASAR_MASTER_KEY": MASTER}
@@ -107,6 +108,18 @@ def test_a_shared_budget_is_not_overspent_by_concurrent_requests_on_three_replic
     assert 5 <= len(ok) < 20 and {s for _, s in results} <= {200, 429}
     rows = rows_for(cluster, {i for i, _ in results})
     assert sum(r["cost"] for r in rows) <= budget
+
+
+def test_tpm_and_customer_limits_are_shared(cluster: Cluster) -> None:
+    key = make_key(cluster, tpm=50)["key"]
+    first = post(cluster.replicas[0], key, f"tpm-{uuid.uuid4().hex}")
+    second = post(cluster.replicas[1], key, f"tpm-{uuid.uuid4().hex}")
+    assert (first.status_code, second.status_code) == (200, 429)
+    assert second.headers["x-ratelimit-limit-tokens"] == "50" and "retry-after" in second.headers
+    key = make_key(cluster)["key"]
+    codes = [post(r, key, f"cust-{uuid.uuid4().hex}", customer_identifier="c-shared").status_code
+             for r in cluster.replicas]  # fmt: skip
+    assert codes == [200, 200, 429]
 
 
 def test_revocation_reaches_every_replica_within_a_second(cluster: Cluster) -> None:
