@@ -161,9 +161,10 @@ class KeyEvents:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="quasar-key-events")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._subscribed.wait(), 5)
+            await asyncio.wait_for(self._subscribed.wait(), 2)
 
     async def _listen(self) -> None:
+        connected = True  # until shown otherwise: the first failure is reported
         while True:
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -172,12 +173,15 @@ class KeyEvents:
                     self.ring.ttl = SHARED_TTL_S
                     self.ring.invalidate()  # changes made while unsubscribed
                     self._subscribed.set()
+                    connected = True
                     async for _message in pubsub.listen():
                         self.ring.invalidate()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("quasar: key events: Redis unavailable (%s); key cache lifetime 1s", type(exc).__name__)
+                if connected:
+                    log.warning("quasar: key events: Redis unavailable (%s); key cache lifetime 1s", type(exc).__name__)
+                connected = False
             self.ring.ttl = LOCAL_TTL_S
             await asyncio.sleep(1)
 
