@@ -142,6 +142,11 @@ def test_reading_back_through_the_api_and_cli(store_server: Running) -> None:
     bad = httpx.get(f"{store_server.v1}/usage", params={"from": "yesterday-ish"}, headers=admin_headers())
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "from"
 
+    other = httpx.post(f"{store_server.url}/admin/keys", json={"name": "reader"}, headers=admin_headers()).json()
+    as_other = {"Authorization": f"Bearer {other['key']}"}
+    assert httpx.get(f"{store_server.v1}/requests/{request_id}", headers=as_other).status_code == 404
+    assert httpx.get(f"{store_server.v1}/usage", headers=as_other).json()["data"] == []  # only its own rows
+
     env = {"QUASAR_DATABASE_URL": database_url(store_server)}
     out = cli("logs", "--customer", customer, "--json", env=env).stdout
     assert request_id in out and '"status":"ok"' in out
