@@ -13,6 +13,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quasar.config import Settings, load_settings
@@ -66,6 +67,9 @@ def _run_with(settings: Settings, work: Callable[[AsyncEngine, Settings], Awaita
         raise
     except OSError as exc:
         _fail(f"cannot reach the database: {exc}")
+        raise
+    except SQLAlchemyError as exc:  # the driver's own message: no SQL, no parameters
+        _fail(f"database error: {getattr(exc, 'orig', None) or type(exc).__name__}")
         raise
 
 
