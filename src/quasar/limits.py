@@ -118,8 +118,6 @@ class Limits(Protocol):
     async def seed(self, subject: Subject, spent: float) -> None:
         """Start a budget counter at what the request log says was spent (kept if already counting)."""
 
-    async def close(self) -> None: ...
-
 
 @dataclass
 class _Bucket:
@@ -191,9 +189,6 @@ class LocalLimits:
 
     async def seed(self, subject: Subject, spent: float) -> None:
         self.spent.setdefault(f"{subject.name}:{subject.period(datetime.now(UTC))}", spent)
-
-    async def close(self) -> None:
-        return None
 
 
 _RESERVE = """
@@ -325,9 +320,6 @@ class RedisLimits:
     async def seed(self, subject: Subject, spent: float) -> None:
         wall = datetime.now(UTC)
         await self.redis.set(self._key(subject, subject.period(wall)), repr(spent), nx=True)
-
-    async def close(self) -> None:
-        return None
 
 
 def _text(value: Any) -> str:

@@ -15,8 +15,6 @@ from quasar.api.chat import ChatRequest, Message
 from quasar.config import Price
 from quasar.errors import InvalidRequest
 
-STATUSES = ("ok", "error", "truncated", "cancelled")
-
 
 @dataclass(frozen=True)
 class Tracking:
@@ -76,7 +74,7 @@ class RequestRecord:
     model: str | None = None
     deployment: str | None = None
     provider: str | None = None
-    status: str = "ok"
+    status: str = "ok"  # ok | error | truncated | cancelled
     http_status: int = 200
     error: str | None = None
     prompt_tokens: int = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -61,8 +61,3 @@ async def recent(engine: AsyncEngine, where: LogFilter, limit: int) -> list[dict
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).mappings().all()
     return [plain(r) for r in reversed(rows)]
-
-
-async def count(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(request_log))).scalar_one())

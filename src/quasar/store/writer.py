@@ -48,10 +48,6 @@ class LogWriter:
         self._stopping = False
         self._spill_at = buffer_rows
 
-    @property
-    def waiting(self) -> int:
-        return len(self._buffer)
-
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="quasar-log-writer")
 
