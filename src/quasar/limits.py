@@ -20,6 +20,7 @@ from quasar.config import Quota
 from quasar.errors import RateLimited, StoreUnavailable
 
 UNLIMITED = -1.0
+PRUNE_AT = 10_000  # buckets held in process before full ones (the same as none) are dropped
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,10 @@ class Limits(Protocol):
 class _Bucket:
     level: float
     at: float
+    capacity: int
+
+    def full(self, now: float) -> bool:
+        return self.level + (now - self.at) * self.capacity / 60 >= self.capacity
 
 
 @dataclass
@@ -156,21 +161,28 @@ class LocalLimits:
                     raise refused(subject, "tpm", wait, _bucket_headers("tokens", q.tpm, level), period)
             if q.budget is not None and self.spent.get(f"{subject.name}:{period}", 0.0) + cost > q.budget:
                 raise refused(subject, "budget", 0, {}, period)
+        if len(self.buckets) > PRUNE_AT:
+            self._prune(now)
         levels = []
         for subject, period in zip(subjects, periods, strict=True):
             q = subject.quota
             requests_left = tokens_left = UNLIMITED
             if q.rpm:
                 requests_left = self._level(f"{subject.name}:rpm", q.rpm, now) - 1
-                self.buckets[f"{subject.name}:rpm"] = _Bucket(requests_left, now)
+                self.buckets[f"{subject.name}:rpm"] = _Bucket(requests_left, now, q.rpm)
             if q.tpm:
                 tokens_left = self._level(f"{subject.name}:tpm", q.tpm, now) - min(tokens, q.tpm)
-                self.buckets[f"{subject.name}:tpm"] = _Bucket(tokens_left, now)
+                self.buckets[f"{subject.name}:tpm"] = _Bucket(tokens_left, now, q.tpm)
             if q.budget is not None:
                 name = f"{subject.name}:{period}"
                 self.spent[name] = self.spent.get(name, 0.0) + cost
             levels.append((requests_left, tokens_left))
         return Reservation(subjects, periods, tokens, cost, levels)
+
+    def _prune(self, now: float) -> None:
+        """Drop refilled buckets: a full bucket is the same as none."""
+        for name in [n for n, b in self.buckets.items() if b.full(now)]:
+            del self.buckets[name]
 
     async def settle(self, reservation: Reservation, tokens: int, cost: float) -> None:
         if reservation.settled:
@@ -182,7 +194,7 @@ class LocalLimits:
             if q.tpm:
                 name = f"{subject.name}:tpm"
                 refund = min(reservation.tokens, q.tpm) - tokens
-                self.buckets[name] = _Bucket(min(q.tpm, self._level(name, q.tpm, now) + refund), now)
+                self.buckets[name] = _Bucket(min(q.tpm, self._level(name, q.tpm, now) + refund), now, q.tpm)
             if q.budget is not None:
                 name = f"{subject.name}:{period}"
                 self.spent[name] = self.spent.get(name, 0.0) + cost - reservation.cost

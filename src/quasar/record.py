@@ -1,7 +1,7 @@
 """RequestRecord: what one request did, filled in as it runs and written to the request log once.
 
-`tracking()` is the one place that reads seed 003's customer_identifier, metadata and disable_log
-from a request, so that the typed gateway fields replace it in one line.
+`tracking()` is the one place that reads seed 003's customer_identifier, metadata, disable_log,
+cache_enabled and cache_ttl from a request, so that the typed gateway fields replace it in one line.
 """
 
 from __future__ import annotations
