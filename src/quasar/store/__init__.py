@@ -42,6 +42,6 @@ class Store:
         await migrate.check(self.engine, upgrade_if_older=self.url.is_sqlite)
         self.writer.start()
 
-    async def close(self, timeout: float = 10.0) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
         await self.writer.close(timeout)
         await self.engine.dispose()
