@@ -7,6 +7,8 @@ import pytest
 
 from tests.server import Running, quasar_server
 
+pytest_plugins = ["tests.store_support"]
+
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[Running]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from quasar.config import Quota
 from quasar.errors import AuthenticationFailed
 
 
@@ -20,6 +21,7 @@ class Principal:
     name: str = "anonymous"
     models: frozenset[str] = field(default_factory=frozenset)  # empty: every model
     is_admin: bool = False
+    quota: Quota | None = None  # rate limits and budget of a managed key
 
     def may_use(self, model: str) -> bool:
         return not self.models or model in self.models

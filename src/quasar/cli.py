@@ -11,6 +11,7 @@ from collections.abc import Callable
 import typer
 import uvicorn
 
+from quasar.cli_store import check_store, register
 from quasar.config import load_settings
 from quasar.errors import ConfigError
 
@@ -65,6 +66,7 @@ def serve(
             f"refusing to serve on {host} with no API keys: anyone who can reach it could use it. "
             "Set QUASAR_API_KEYS (or auth.api_keys), bind to 127.0.0.1, or pass --insecure."
         )
+    check_store(settings)
     failures: list[str] = []
 
     def on_load_failure(message: str) -> None:
@@ -81,7 +83,7 @@ def serve(
         typer.echo("quasar: no API keys configured: the server is open, no key required", err=True)
     else:
         typer.echo("quasar: API keys required (Authorization: Bearer ...)", err=True)
-    uvicorn.run(
+    config_ = uvicorn.Config(
         application,
         host=host,
         port=port,
@@ -91,6 +93,7 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    _listening_server(config_, application.state.serving.set).run()
     if failures:
         _fail(f"could not start: {failures[0]}")
 
@@ -123,6 +126,9 @@ def models(config: str = typer.Option(None, "--config", "-c", help="YAML config 
     for m in settings.models:
         engines = ", ".join(d.engine for d in m.deployments)
         typer.echo(f"{m.name}\t{engines}")
+
+
+register(app)
 
 
 def main() -> None:

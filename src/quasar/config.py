@@ -81,6 +81,32 @@ class AuthConfig(_Strict):
 class StoreConfig(_Strict):
     url: str = "sqlite:///quasar.db"
     log_content: bool = True
+    batch_rows: int = Field(500, ge=1)  # request log rows per insert
+    flush_seconds: float = Field(0.2, gt=0)  # how long a row may wait before its batch is written
+    buffer_rows: int = Field(10000, ge=1)  # rows held in memory while the database is down, then spooled
+    spool_dir: str | None = None  # default: beside the SQLite file, else the working directory
+
+
+class Quota(_Strict):
+    """Limits for one key or one customer; None is no limit."""
+
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    budget: float | None = Field(None, ge=0)  # USD
+    budget_period: Literal["total", "day", "month"] = "total"
+
+
+class LimitsConfig(_Strict):
+    customer: Quota | None = None  # for every customer_identifier without its own entry
+    customers: dict[str, Quota] = {}
+
+
+class CacheConfig(_Strict):
+    """Exact-match response cache (non-streamed replies); a request may opt in or out with cache_enabled."""
+
+    enabled: bool = False
+    ttl_seconds: int = Field(300, ge=1)
+    max_entries: int = Field(10000, ge=1)  # in memory; Redis (with redis_url) keeps entries until their TTL
 
 
 class ServerConfig(_Strict):
@@ -94,7 +120,10 @@ class Settings(_Strict):
     auth: AuthConfig = AuthConfig()
     store: StoreConfig = StoreConfig()
     server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
+    cache: CacheConfig = CacheConfig()
     redis_url: str | None = None
+    redis_namespace: str = Field("quasar", min_length=1)  # prefix of every Redis key and channel Quasar uses
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -179,6 +208,16 @@ def parse_settings(text: str, source: str = "<config>") -> Settings:
         raise ConfigError(_format_errors(exc, source, root)) from None
 
 
+def beside(url: str, directory: Path) -> str:
+    """A relative SQLite path in the config file names a file beside the config."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
+        path = Path(url[len(prefix) :])
+        if not path.is_absolute():
+            return prefix + str((directory / path).resolve())
+    return url
+
+
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read the config file (or the default one) and apply the QUASAR_* environment on top."""
     path = path or os.environ.get("QUASAR_CONFIG") or None
@@ -187,6 +226,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         if not p.is_file():
             raise ConfigError(f"{p}: no such config file")
         settings = parse_settings(p.read_text(), str(p))
+        settings.store.url = beside(settings.store.url, p.parent)
     else:
         settings = Settings.model_validate(default_settings())
     env_keys = [k.strip() for k in os.environ.get("QUASAR_API_KEYS", "").split(",") if k.strip()]

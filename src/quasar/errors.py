@@ -114,3 +114,11 @@ class UpstreamTimeout(UpstreamError):
 
 class ConfigError(Exception):
     """A configuration problem, found at load time; names the file and line where known."""
+
+
+class StoreUnavailable(QuasarError):
+    """The database is needed for this answer and cannot be reached."""
+
+    status = 503
+    type = "server_error"
+    code = "store_unavailable"

@@ -15,6 +15,7 @@ from quasar.auth import Principal
 from quasar.config import Deployment, Settings
 from quasar.engines.base import Engine
 from quasar.errors import InvalidRequest, ModelNotFound, PermissionDenied
+from quasar.record import RequestRecord
 
 
 @dataclass
@@ -58,14 +59,21 @@ class ChatService:
             raise ModelNotFound(f"The model '{name}' does not exist. Known models: {known}.", param="model")
         return entry
 
-    def _prepare(self, request: ChatRequest, principal: Principal) -> Engine:
+    def _prepare(self, request: ChatRequest, principal: Principal, record: RequestRecord | None = None) -> Engine:
         entry = self.entry(request.model)
         if not principal.may_use(request.model):
             raise PermissionDenied(f"This key may not use the model '{request.model}'.", param="model")
         max_n = self.settings.server.max_n
         if request.n > max_n:
             raise InvalidRequest(f"Invalid value for 'n': at most {max_n} choices per request.", param="n")
-        return entry.deployments[0][1]
+        deployment, engine = entry.deployments[0]
+        if record is not None:
+            record.used(
+                deployment.model or deployment.path or entry.name,
+                deployment.provider or deployment.engine,
+                deployment.price,
+            )
+        return engine
 
     def _shape(self, body: dict[str, Any], request: ChatRequest, engine: Engine) -> dict[str, Any]:
         body["model"] = request.model
@@ -73,18 +81,26 @@ class ChatService:
         body.pop("timings", None)
         return body
 
-    async def chat(self, request: ChatRequest, principal: Principal) -> dict[str, Any]:
-        engine = self._prepare(request, principal)
+    async def chat(
+        self, request: ChatRequest, principal: Principal, record: RequestRecord | None = None
+    ) -> dict[str, Any]:
+        engine = self._prepare(request, principal, record)
         body = await engine.chat(request)
+        if record is not None:
+            record.take_reply(body)
         body.setdefault("created", int(time.time()))
         return self._shape(body, request, engine)
 
-    async def stream(self, request: ChatRequest, principal: Principal) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, request: ChatRequest, principal: Principal, record: RequestRecord | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Chunks for the client. Errors before the first chunk propagate from the first __anext__."""
-        engine = self._prepare(request, principal)
+        engine = self._prepare(request, principal, record)
         chunks = engine.stream(request)
         try:
             async for chunk in chunks:
+                if record is not None:
+                    record.take_chunk(chunk)
                 if not chunk.get("choices") and "usage" in chunk:
                     if not request.include_usage:
                         continue

@@ -15,13 +15,15 @@ from starlette.exceptions import HTTPException
 
 from quasar import __version__
 from quasar.api.chat import ChatRequest
-from quasar.auth import StaticKeys
 from quasar.config import Settings
 from quasar.engines.factory import build_engine
 from quasar.errors import EngineError, InvalidRequest, MethodNotAllowed, NotFound, QuasarError
+from quasar.server import accounting
+from quasar.server.admin import router as admin_router
 from quasar.server.middleware import BodyLimit, RequestId
 from quasar.server.responses import JSON, error_response
 from quasar.server.routes import router
+from quasar.server.usage import router as usage_router
 from quasar.service import ChatService, ModelEntry
 
 log = logging.getLogger("quasar")
@@ -53,6 +55,7 @@ def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await accounting.start(app)
         loading = asyncio.create_task(load_engines(app))
         try:
             yield
@@ -61,6 +64,7 @@ def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | N
             for entry in models.values():
                 for _, engine in entry.deployments:
                     await engine.close()
+            await accounting.stop(app)
 
     app = FastAPI(
         title="Quasar",
@@ -72,10 +76,12 @@ def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | N
     )
     app.state.settings = settings
     app.state.service = ChatService(settings, models)
-    app.state.keys = StaticKeys(settings.auth.api_keys, settings.auth.master_key)
     app.state.load_error = None
     app.state.serving = asyncio.Event()
+    accounting.install(app, settings)
     app.include_router(router)
+    app.include_router(admin_router)
+    app.include_router(usage_router)
     _install_error_handlers(app)
     _install_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.server.max_body_bytes)

@@ -8,6 +8,7 @@ from starlette.responses import Response, StreamingResponse
 from quasar.api.chat import ChatRequest
 from quasar.auth import Principal
 from quasar.errors import NotReady
+from quasar.metering import Meter
 from quasar.server import sse
 from quasar.server.parse import parse_body
 from quasar.server.responses import JSON
@@ -26,23 +27,30 @@ def _service(request: Request) -> ChatService:
     return request.app.state.service
 
 
-def _principal(request: Request) -> Principal:
-    return request.app.state.keys.authenticate(request.headers.get("authorization"))
+async def _principal(request: Request) -> Principal:
+    return await request.app.state.keys.authenticate(request.headers.get("authorization"))
 
 
 async def chat_completions(request: Request) -> Response:
-    principal = _principal(request)
-    body = parse_body(await request.body(), ChatRequest)
-    service = _service(request)
-    if not body.stream:
-        return JSON(await service.chat(body, principal))
-    chunks = service.stream(body, principal)
-    try:
-        first = await anext(chunks)
-    except BaseException:
-        await chunks.aclose()
-        raise
-    return StreamingResponse(sse.frame(first, chunks), media_type="text/event-stream", headers=sse.HEADERS)
+    meter: Meter = request.app.state.meter
+    async with meter.record(request.state.request_id) as record:
+        principal = await _principal(request)
+        record.key_id = principal.key_id
+        body = parse_body(await request.body(), ChatRequest)
+        service = _service(request)
+        headers = await meter.admit(record, body, principal, service)
+        if not body.stream:
+            reply, cache_headers = await meter.chat(service, body, principal, record)
+            return JSON(reply, headers={**headers, **cache_headers})
+        chunks = meter.watch(record, service.stream(body, principal, record))
+        try:
+            first = await anext(chunks)
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return StreamingResponse(
+            sse.frame(first, chunks), media_type="text/event-stream", headers={**sse.HEADERS, **headers}
+        )
 
 
 for _path in ("/v1/chat/completions", "/chat/completions"):
@@ -58,14 +66,14 @@ for _path in ("/v1/chat/completions", "/chat/completions"):
 
 @router.get("/v1/models", summary="List models")
 async def list_models(request: Request) -> Response:
-    _principal(request)
+    await _principal(request)
     data = [entry.describe() for entry in _service(request).models.values()]
     return JSON({"object": "list", "data": data})
 
 
 @router.get("/v1/models/{model_id:path}", summary="Retrieve a model")
 async def get_model(model_id: str, request: Request) -> Response:
-    _principal(request)
+    await _principal(request)
     return JSON(_service(request).entry(model_id).describe())
 
 

@@ -1,0 +1,47 @@
+"""The store: managed keys, the request log and usage, in SQLite or PostgreSQL through SQLAlchemy Core."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from quasar.config import StoreConfig
+from quasar.store import migrate
+from quasar.store.database import DatabaseURL, create_engine, parse_database_url
+from quasar.store.spool import Spool
+from quasar.store.writer import LogWriter
+
+log = logging.getLogger("quasar.store")
+
+
+class Store:
+    """One database: its engine and the background writer of the request log."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self.url: DatabaseURL = parse_database_url(config.url)
+        self.engine: AsyncEngine = create_engine(self.url)
+        self.writer = LogWriter(
+            self.engine,
+            Spool(self.spool_dir()),
+            batch_rows=config.batch_rows,
+            buffer_rows=config.buffer_rows,
+            flush_seconds=config.flush_seconds,
+        )
+
+    def spool_dir(self) -> Path:
+        if self.config.spool_dir:
+            return Path(self.config.spool_dir)
+        sqlite_path = self.url.sqlite_path
+        return sqlite_path.parent if sqlite_path is not None else Path.cwd()
+
+    async def open(self) -> None:
+        """Check the schema (SQLite is upgraded in place) and start the log writer."""
+        await migrate.check(self.engine, upgrade_if_older=self.url.is_sqlite)
+        self.writer.start()
+
+    async def close(self, timeout: float = 5.0) -> None:
+        await self.writer.close(timeout)
+        await self.engine.dispose()

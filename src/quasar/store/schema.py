@@ -1,0 +1,67 @@
+"""The store's tables, as SQLAlchemy Core. Migrations in store/migrations create them; this is their shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("models", JSON, nullable=False),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
+    Column("budget", Float),
+    Column("budget_period", String(8), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("expires", Float),
+    Column("revoked", Float),
+)
+
+request_log = Table(
+    "request_log",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("request_id", String(128), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("key_id", String(64)),
+    Column("customer_identifier", String(256)),
+    Column("metadata", JSON),
+    Column("model", String(256)),
+    Column("deployment", String(256)),
+    Column("provider", String(128)),
+    Column("status", String(16), nullable=False),
+    Column("http_status", Integer, nullable=False),
+    Column("error", Text),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("cached_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("price_version", String(32)),
+    Column("latency_ms", Float, nullable=False),
+    Column("ttft_ms", Float),
+    Column("routing_ms", Float),
+    Column("attempts", Integer, nullable=False),
+    Column("cache_hit", Boolean, nullable=False),
+    Column("stream", Boolean, nullable=False),
+    Column("messages", JSON),
+    Column("reply", JSON),
+    Column("trace", JSON),
+    Index("ix_request_log_request_id", "request_id"),
+    Index("ix_request_log_created", "created"),
+    Index("ix_request_log_key_id", "key_id", "created"),
+    Index("ix_request_log_customer", "customer_identifier", "created"),
+    Index("ix_request_log_model", "model", "created"),
+)
+
+
+def plain(row: Any) -> dict[str, Any]:
+    """A result row as a dict with plain str keys (SQLAlchemy's column names are a str subclass)."""
+    return {str(k): v for k, v in row.items()}
