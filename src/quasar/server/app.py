@@ -18,6 +18,7 @@ from quasar.auth import StaticKeys
 from quasar.config import Settings
 from quasar.engines.factory import build_engine
 from quasar.errors import EngineError, InvalidRequest, MethodNotAllowed, NotFound, QuasarError
+from quasar.server.generate import router as generate_router
 from quasar.server.middleware import BodyLimit, RequestId
 from quasar.server.responses import JSON, error_response
 from quasar.server.routes import router
@@ -70,6 +71,7 @@ def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | N
     app.state.keys = StaticKeys(settings.auth.api_keys, settings.auth.master_key)
     app.state.load_error = None
     app.include_router(router)
+    app.include_router(generate_router)
     _install_error_handlers(app)
     _install_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.server.max_body_bytes)

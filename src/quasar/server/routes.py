@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from quasar.api.chat import ChatRequest
 from quasar.auth import Principal
 from quasar.errors import NotReady
-from quasar.server import sse
 from quasar.server.parse import parse_body
+from quasar.server.respond import respond
 from quasar.server.responses import JSON
 from quasar.service import ChatService
 
@@ -31,18 +33,10 @@ def _principal(request: Request) -> Principal:
 
 
 async def chat_completions(request: Request) -> Response:
+    started = time.perf_counter()
     principal = _principal(request)
     body = parse_body(await request.body(), ChatRequest)
-    service = _service(request)
-    if not body.stream:
-        return JSON(await service.chat(body, principal))
-    chunks = service.stream(body, principal)
-    try:
-        first = await anext(chunks)
-    except BaseException:
-        await chunks.aclose()
-        raise
-    return StreamingResponse(sse.frame(first, chunks), media_type="text/event-stream", headers=sse.HEADERS)
+    return await respond(_service(request), body, principal, started)
 
 
 for _path in ("/v1/chat/completions", "/chat/completions"):

@@ -1,0 +1,26 @@
+"""Answer a validated chat request: a JSON body or an SSE stream, with the x-quasar-* headers."""
+
+from __future__ import annotations
+
+from starlette.responses import Response, StreamingResponse
+
+from quasar.api.chat import ChatRequest
+from quasar.auth import Principal
+from quasar.server import sse
+from quasar.server.responses import JSON
+from quasar.service import ChatService
+
+
+async def respond(service: ChatService, body: ChatRequest, principal: Principal, started: float) -> Response:
+    trace = service.start_trace(body, started)
+    if not body.stream:
+        result = await service.chat(body, principal, trace)
+        return JSON(result, headers=trace.headers())
+    chunks = service.stream(body, principal, trace)
+    try:
+        first = await anext(chunks)
+    except BaseException:
+        await chunks.aclose()
+        raise
+    headers = {**sse.HEADERS, **trace.headers()}
+    return StreamingResponse(sse.frame(first, chunks), media_type="text/event-stream", headers=headers)
