@@ -137,7 +137,7 @@ class OpenAIEngine:
         d = self.deployment
         self._pool.in_flight += 1
         resp: aiohttp.ClientResponse | None = None
-        finished = False
+        reusable = False  # the connection may go back to the pool
         try:
             try:
                 async with asyncio.timeout(d.first_byte_timeout):
@@ -161,21 +161,22 @@ class OpenAIEngine:
                 if not line:
                     if not finish_seen:
                         raise UpstreamError(f"{self.provider}: the stream ended before [DONE]")
+                    reusable = True
                     break
                 if not line.startswith(b"data:"):
                     continue  # blank separators, comments, event/id/retry fields
                 payload = line[5:].strip()
                 if payload == b"[DONE]":
+                    reusable = await _drain(resp, d.chunk_timeout)
                     break
                 chunk = self._event(payload)
                 finish_seen = finish_seen or _finished(chunk)
                 wait = d.chunk_timeout
                 yield chunk
-            finished = True
         finally:
             self._pool.in_flight -= 1
             if resp is not None:
-                if finished:
+                if reusable:
                     resp.release()
                 else:
                     resp.close()  # drops the connection: the upstream stops generating
@@ -213,6 +214,16 @@ class OpenAIEngine:
     def _unreachable(self, exc: aiohttp.ClientError) -> UpstreamError:
         kind = "connection failed" if isinstance(exc, aiohttp.ClientConnectionError) else "request failed"
         return UpstreamError(f"{self.provider}: {kind}: {type(exc).__name__}")
+
+
+async def _drain(resp: aiohttp.ClientResponse, wait: float) -> bool:
+    """Read what follows [DONE] (the chunked terminator) so the connection can be reused."""
+    try:
+        async with asyncio.timeout(wait):
+            await resp.content.read()
+    except (TimeoutError, aiohttp.ClientError):
+        return False
+    return True
 
 
 def _finished(chunk: dict[str, Any]) -> bool:
