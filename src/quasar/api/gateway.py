@@ -28,15 +28,16 @@ class ProviderCredentials(BaseModel):
 class GatewayOptions(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    models: list[Name] = []
-    fallback_models: list[Name] = []
-    exclude_models: list[Name] = []
-    exclude_providers: list[Name] = []
+    # default_factory, not `= []`: pydantic deep-copies mutable defaults on every request.
+    models: list[Name] = Field(default_factory=list)
+    fallback_models: list[Name] = Field(default_factory=list)
+    exclude_models: list[Name] = Field(default_factory=list)
+    exclude_providers: list[Name] = Field(default_factory=list)
     disable_fallback: bool = False
-    customer_credentials: dict[str, ProviderCredentials] = {}
-    customer_api_keys: dict[str, SecretStr] = Field(default={}, strict=False)  # deprecated: model -> key
+    customer_credentials: dict[str, ProviderCredentials] = Field(default_factory=dict)
+    customer_api_keys: dict[str, SecretStr] = Field(default_factory=dict, strict=False)  # deprecated: model -> key
     customer_identifier: str | None = None
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = Field(default_factory=dict)
     disable_log: bool = False
     request_breakdown: bool = False
 
