@@ -36,6 +36,7 @@ class FakeProvider:
         self.default = default
         self.port = free_port()
         self.requests: list[dict[str, Any]] = []
+        self.disconnects = 0  # streams whose reader went away before the end
         self._script: collections.deque[str] = collections.deque()
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -52,6 +53,7 @@ class FakeProvider:
     def reset(self, default: str = "ok") -> None:
         self._script.clear()
         self.requests.clear()
+        self.disconnects = 0
         self.default = default
 
     def __enter__(self) -> FakeProvider:
@@ -100,7 +102,11 @@ class FakeProvider:
         if kind == "echo-key":
             return self._error(401, f"Incorrect API key provided: {request.headers.get('Authorization', '')}", "")
         if body.get("stream"):
-            return await self._stream(request, body, kind, arg)
+            try:
+                return await self._stream(request, body, kind, arg)
+            except ConnectionResetError:
+                self.disconnects += 1
+                raise
         return web.json_response(self._completion(body, usage=kind != "no-usage"))
 
     def _error(self, status: int, message: str, retry_after: str) -> web.Response:

@@ -31,6 +31,7 @@ def gw(fakes: tuple[FakeProvider, FakeProvider]) -> Iterator[Running]:
     models = {
         "solo": [upstream(a, model="up-solo", price={"input": 1.0, "output": 2.0, "cached_input": 0.5}, **FAST)],
         "pair": [upstream(a, **FAST), upstream(b)],
+        "patient": [upstream(a)],
         "dead": [upstream(f"http://127.0.0.1:{free_port()}/v1", provider="gone"), upstream(b)],
     }
     config = gateway_config(models, retries=2, allowed_fails=1000, cooldown_seconds=0)
@@ -208,3 +209,16 @@ def test_failure_after_first_byte_ends_with_an_error_event(gw: Running, fakes, f
     assert b"[DONE]" not in events
     assert fakes[1].requests == []  # too late to fail over
     assert time.monotonic() - started < 2.5
+
+
+def test_client_disconnect_closes_the_upstream_request(gw: Running, fakes) -> None:
+    a, _ = fakes
+    a.script("stall:1")
+    with httpx.stream(
+        "POST", f"{gw.v1}/chat/completions", json={"model": "patient", "messages": HI, "stream": True}
+    ) as resp:
+        assert next(line for line in resp.iter_lines() if line.startswith("data: "))
+    deadline = time.monotonic() + 5
+    while a.disconnects == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert a.disconnects == 1
