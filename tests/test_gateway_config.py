@@ -41,3 +41,13 @@ def test_timeouts_must_be_positive() -> None:
     text = "models:\n  - name: m\n    deployments:\n      - {engine: openai, base_url: 'http://x', chunk_timeout: 0}\n"
     with pytest.raises(ConfigError, match=r"q.yaml:4: models.0.deployments.0.chunk_timeout"):
         parse_settings(text, "q.yaml")
+
+
+def test_deployment_names_are_unique() -> None:
+    text = (
+        "models:\n  - name: m\n    deployments:\n"
+        "      - {engine: openai, base_url: 'http://127.0.0.1:9/v1', name: m#1}\n"
+        "      - {engine: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
+    )
+    with pytest.raises(ConfigError, match="deployment names appear twice: m#1"):
+        parse_settings(text, "q.yaml")

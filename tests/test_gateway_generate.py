@@ -254,3 +254,12 @@ def test_credentials_never_reach_logs_or_errors(gw: Running, fakes) -> None:
     resp = post(gw, {**body, "stream": True})
     assert SECRET not in resp.text
     assert SECRET not in gw.log() and KEY not in gw.log()
+
+
+def test_deprecated_customer_api_keys_name_a_key_per_model(gw: Running, fakes) -> None:
+    key = "sk-per-model-7Hq2"
+    body = {"messages": [{"role": "user", "content": "x"}], "model": "gpt-3.5-turbo"}
+    resp = post(gw, {**body, "customer_api_keys": {"gpt-3.5-turbo": key}})
+    assert resp.status_code == 200
+    assert fakes[0].requests[-1]["headers"]["Authorization"] == f"Bearer {key}"
+    assert key not in gw.log()

@@ -75,7 +75,11 @@ def test_presets_fill_in_base_urls() -> None:
 def test_body_passes_through_with_whole_usage(gw: Running, sdk: openai.OpenAI, fakes) -> None:
     a, _ = fakes
     raw = sdk.chat.completions.with_raw_response.create(
-        model="solo", messages=HI, temperature=0.5, extra_body={"top_k": 3, "metadata": {"k": "v"}}
+        model="solo",
+        messages=HI,
+        temperature=0.5,
+        extra_body={"top_k": 3, "metadata": {"k": "v"}},
+        extra_headers={"x-request-id": "client-chosen-id"},
     )
     reply = raw.parse()
     assert reply.model == "solo"
@@ -94,7 +98,7 @@ def test_body_passes_through_with_whole_usage(gw: Running, sdk: openai.OpenAI, f
     # (600 uncached x $1 + 400 cached x $0.5 + 500 output x $2) per million
     assert float(raw.headers["x-quasar-cost"]) == pytest.approx(0.0018)
     assert "x-quasar-cost-estimated" not in raw.headers
-    assert raw.headers["x-request-id"]
+    assert raw.headers["x-request-id"] == "client-chosen-id"
 
 
 def test_cost_is_estimated_without_usage(gw: Running, sdk: openai.OpenAI, fakes) -> None:

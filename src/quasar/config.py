@@ -62,6 +62,11 @@ class Deployment(_Strict):
         return self
 
 
+def deployment_name(model: str, index: int, deployment: Deployment) -> str:
+    """How headers, traces and logs name a deployment: its `name`, else `<model>#<index>`."""
+    return deployment.name or f"{model}#{index}"
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     deployments: list[Deployment] = Field(min_length=1)
@@ -114,6 +119,10 @@ class Settings(_Strict):
             if m.name in seen:
                 raise ValueError(f"model name {m.name!r} appears twice")
             seen.add(m.name)
+        names = [deployment_name(m.name, i, d) for m in self.models for i, d in enumerate(m.deployments)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"deployment names appear twice: {', '.join(twice)}")
         for model, fallbacks in self.router.fallbacks.items():
             unknown = [name for name in [model, *fallbacks] if name not in seen]
             if unknown:

@@ -22,7 +22,7 @@ from typing import Any
 from quasar.api.chat import ChatRequest
 from quasar.api.gateway import GatewayOptions
 from quasar.auth import Principal
-from quasar.config import Deployment, RouterConfig
+from quasar.config import Deployment, RouterConfig, deployment_name
 from quasar.cost import estimate_tokens
 from quasar.credentials import check_base_url
 from quasar.engines.base import Engine
@@ -77,7 +77,7 @@ class Router:
         self.config = config
         self.health = Health(config.cooldown_seconds, config.allowed_fails)
         self.by_model = {
-            model: [Candidate(d.name or f"{model}#{i}", model, d, e) for i, (d, e) in enumerate(pairs)]
+            model: [Candidate(deployment_name(model, i, d), model, d, e) for i, (d, e) in enumerate(pairs)]
             for model, pairs in deployments.items()
         }
 
