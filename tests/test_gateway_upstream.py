@@ -152,6 +152,8 @@ def test_retries_run_out_with_the_last_upstream_error(gw: Running, sdk: openai.O
     assert err.value.status_code == 502
     assert err.value.body["code"] == "upstream_error" and "a failed with 500" in err.value.message
     assert len(a.requests) == 3  # the first try and router.retries: 2
+    assert err.value.response.headers["x-quasar-attempts"] == "3"
+    assert err.value.response.headers["x-quasar-deployment"] == ""
 
 
 def test_retry_after_is_honoured(gw: Running, sdk: openai.OpenAI, fakes) -> None:
