@@ -16,7 +16,7 @@ from tests.fake_provider import FakeProvider
 from tests.gateway_config import gateway_config, upstream
 from tests.server import Running, free_port, quasar_server
 
-FAST = {"first_byte_timeout": 0.4, "chunk_timeout": 0.4, "timeout": 0.4}
+FAST = {"first_byte_timeout": 1.0, "chunk_timeout": 1.0, "timeout": 1.0}  # the failures below take 5 s
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def fakes() -> Iterator[tuple[FakeProvider, FakeProvider]]:
 def gw(fakes: tuple[FakeProvider, FakeProvider]) -> Iterator[Running]:
     a, b = fakes
     models = {
-        "solo": [upstream(a, model="up-solo", price={"input": 1.0, "output": 2.0, "cached_input": 0.5}, **FAST)],
+        "solo": [upstream(a, model="up-solo", price={"input": 1.0, "output": 2.0, "cached_input": 0.5})],
         "pair": [upstream(a, **FAST), upstream(b)],
         "patient": [upstream(a)],
         "dead": [upstream(f"http://127.0.0.1:{free_port()}/v1", provider="gone"), upstream(b)],
@@ -182,11 +182,11 @@ def test_connection_refused_falls_over(gw: Running, sdk: openai.OpenAI, fakes) -
 
 def test_slow_first_byte_falls_over(gw: Running, sdk: openai.OpenAI, fakes) -> None:
     a, b = fakes
-    a.script("slow:1.5")
+    a.script("slow:5")
     raw = sdk.chat.completions.with_raw_response.create(model="pair", messages=HI)
     assert raw.parse().choices[0].message.content == "Hello from b"
     assert raw.headers["x-quasar-attempts"] == "2"
-    a.script("stall-first:1.5")
+    a.script("stall-first:5")
     chunks = list(sdk.chat.completions.create(model="pair", messages=HI, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello from b"
 
@@ -202,7 +202,7 @@ def test_malformed_sse_is_an_upstream_error(gw: Running, sdk: openai.OpenAI, fak
     assert err.value.status_code == 502 and "malformed" in err.value.message
 
 
-@pytest.mark.parametrize(("failure", "words"), [("reset", "broke"), ("stall:3", "stalled")])
+@pytest.mark.parametrize(("failure", "words"), [("reset", "broke"), ("stall:5", "stalled")])
 def test_failure_after_first_byte_ends_with_an_error_event(gw: Running, fakes, failure: str, words: str) -> None:
     a, _ = fakes
     a.script(failure)
@@ -214,7 +214,7 @@ def test_failure_after_first_byte_ends_with_an_error_event(gw: Running, fakes, f
     assert words in error["message"] and error["type"] == "upstream_error"
     assert b"[DONE]" not in events
     assert fakes[1].requests == []  # too late to fail over
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 4  # the stall is cut at chunk_timeout, not waited out
 
 
 def test_client_disconnect_closes_the_upstream_request(gw: Running, fakes) -> None:
