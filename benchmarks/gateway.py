@@ -9,7 +9,8 @@ Needs `wrk` (apt-get install -y wrk). LiteLLM's proxy goes in its own venv:
 For each target (the upstream itself, Quasar, LiteLLM with one worker) and each mode (plain JSON and
 streaming) wrk measures latency at concurrency 1, 10 and 64; "added" is the gateway's p50/p99 minus the
 upstream's own at the same concurrency. Time to first token at concurrency 1 is measured separately
-with an aiohttp client reading the first SSE event. Results are printed as Markdown.
+with an aiohttp client reading the first SSE event, and each process's resident memory is read at rest
+and after its runs. Results are printed as Markdown.
 """
 
 from __future__ import annotations
@@ -103,12 +104,12 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+def process(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
         wait_port(port, proc)
-        yield
+        yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -121,6 +122,18 @@ def process(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = N
 # -- measuring -----------------------------------------------------------------------------------
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def rss_mb(proc: subprocess.Popen) -> float:
+    """Resident memory of a process and its children (LiteLLM's proxy forks a worker)."""
+    pids = [str(proc.pid)]
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    total = 0
+    for pid in pids + children:
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(status.split("VmRSS:")[1].split()[0])
+    return total / 1024
 
 
 def wrk(url: str, body: bytes, concurrency: int, duration: int, tmp: Path) -> dict[str, float]:
@@ -198,13 +211,20 @@ def main() -> None:
     litellm_env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": KEY}
     results: dict[tuple[str, str, int], dict[str, float]] = {}
     ttfts: dict[str, float] = {}
+    memory: dict[str, list[float]] = {}
     with contextlib.ExitStack() as stack:
-        stack.enter_context(process([sys.executable, __file__, "--upstream", str(up)], up, tmp / "upstream.log"))
-        stack.enter_context(process(quasar, qp, tmp / "quasar.log", {"QUASAR_API_KEYS": KEY}))
+        procs = {
+            "upstream": stack.enter_context(
+                process([sys.executable, __file__, "--upstream", str(up)], up, tmp / "upstream.log")
+            )
+        }
+        procs["quasar"] = stack.enter_context(process(quasar, qp, tmp / "quasar.log", {"QUASAR_API_KEYS": KEY}))
         targets["quasar"] = f"http://127.0.0.1:{qp}/v1/chat/completions"
         if Path(args.litellm).exists():
-            stack.enter_context(process(litellm_cmd, lp, tmp / "litellm.log", litellm_env))
+            procs["litellm"] = stack.enter_context(process(litellm_cmd, lp, tmp / "litellm.log", litellm_env))
             targets["litellm"] = f"http://127.0.0.1:{lp}/v1/chat/completions"
+        time.sleep(2)
+        memory = {name: [rss_mb(proc)] for name, proc in procs.items()}
         for name, url in targets.items():
             for stream in (False, True):
                 body = orjson.dumps({"model": "bench", "messages": MESSAGES, "stream": stream})
@@ -214,10 +234,11 @@ def main() -> None:
                     print(name, "stream" if stream else "json", c, results[(name, "stream" if stream else "json", c)])
             body = orjson.dumps({"model": "bench", "messages": MESSAGES, "stream": True})
             ttfts[name] = asyncio.run(ttft(url, body, args.ttft_requests))
-    print(report(results, ttfts, list(targets)))
+            memory[name].append(rss_mb(procs[name]))
+    print(report(results, ttfts, memory, list(targets)))
 
 
-def report(results: dict, ttfts: dict[str, float], names: list[str]) -> str:
+def report(results: dict, ttfts: dict[str, float], memory: dict[str, list[float]], names: list[str]) -> str:
     lines = [
         "| target | mode | concurrency | p50 ms | p99 ms | added p50 ms | added p99 ms | requests/s | errors |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -235,6 +256,9 @@ def report(results: dict, ttfts: dict[str, float], names: list[str]) -> str:
     for name in names:
         added = "" if name == "upstream" else f"{ttfts[name] - ttfts['upstream']:.3f}"
         lines.append(f"| {name} | {ttfts[name]:.3f} | {added} |")
+    lines += ["", "| target | RSS at rest MB | RSS after its runs MB |", "|---|---|---|"]
+    for name in names:
+        lines.append(f"| {name} | {memory[name][0]:.0f} | {memory[name][1]:.0f} |")
     return "\n".join(lines)
 
 
