@@ -13,6 +13,7 @@ set as `default`:
   stall:<s>               stream: one content chunk, then nothing for s seconds, then the rest
   reset                   stream: one content chunk, then the connection is cut
   malformed               stream: a `data:` line that is not JSON, first
+  split                   stream: every event sent in two pieces, 10 ms apart, lines ending in CRLF
   drop                    close the connection without any answer
 """
 
@@ -165,7 +166,14 @@ class FakeProvider:
             }
 
         async def send(payload: dict[str, Any]) -> None:
-            await resp.write(b"data: " + orjson.dumps(payload) + b"\n\n")
+            event = b"data: " + orjson.dumps(payload) + b"\n\n"
+            if kind != "split":
+                await resp.write(event)
+                return
+            event = event.replace(b"\n", b"\r\n")
+            await resp.write(event[:9])
+            await asyncio.sleep(0.01)
+            await resp.write(event[9:])
 
         words = self._text()
         await send(chunk({"role": "assistant", "content": words[0]}))

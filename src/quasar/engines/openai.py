@@ -28,6 +28,7 @@ ALL_CAPABILITIES = frozenset({"tools", "vision", "json_schema"})
 # Quasar's own fields and seed 000's misspelt alias (already copied to presence_penalty) stay here.
 _NOT_FORWARDED = frozenset({"model", "precense_penalty", *GATEWAY_FIELDS})
 _MAX_ERROR_BODY = 64 * 1024
+_MAX_EVENT = 16 * 1024 * 1024
 
 
 class _Pool:
@@ -150,29 +151,38 @@ class OpenAIEngine:
                 raise self._unreachable(exc) from None
             wait = d.first_byte_timeout
             finish_seen = False
+            pending = b""  # an incomplete line carried over to the next read
             while True:
                 try:
                     async with asyncio.timeout(wait):
-                        line = await resp.content.readline()
+                        data = await resp.content.readany()  # whatever has arrived: often several events
                 except TimeoutError:
                     raise UpstreamTimeout(f"{self.provider}: the stream stalled for more than {wait:g}s") from None
-                except (aiohttp.ClientError, ValueError) as exc:
+                except aiohttp.ClientError as exc:
                     raise UpstreamError(f"{self.provider}: the stream broke: {type(exc).__name__}") from None
-                if not line:
+                if not data:
                     if not finish_seen:
                         raise UpstreamError(f"{self.provider}: the stream ended before [DONE]")
                     reusable = True
                     break
-                if not line.startswith(b"data:"):
-                    continue  # blank separators, comments, event/id/retry fields
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
+                *lines, pending = (pending + data).split(b"\n")
+                if len(pending) > _MAX_EVENT:
+                    raise UpstreamError(f"{self.provider}: a stream event is larger than {_MAX_EVENT} bytes")
+                done = False
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue  # blank separators, comments, event/id/retry fields
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        done = True
+                        break
+                    chunk = self._event(payload)
+                    finish_seen = finish_seen or _finished(chunk)
+                    wait = d.chunk_timeout
+                    yield chunk
+                if done:
                     reusable = await _drain(resp, d.chunk_timeout)
                     break
-                chunk = self._event(payload)
-                finish_seen = finish_seen or _finished(chunk)
-                wait = d.chunk_timeout
-                yield chunk
         finally:
             self._pool.in_flight -= 1
             if resp is not None:
