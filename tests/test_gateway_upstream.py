@@ -227,3 +227,13 @@ def test_client_disconnect_closes_the_upstream_request(gw: Running, fakes) -> No
     while a.disconnects == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert a.disconnects == 1
+
+
+def test_events_split_across_reads_are_reassembled(gw: Running, sdk: openai.OpenAI, fakes) -> None:
+    fakes[0].script("split")
+    chunks = list(
+        sdk.chat.completions.create(model="solo", messages=HI, stream=True, stream_options={"include_usage": True})
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from a"
+    assert chunks[-1].usage.prompt_tokens == 1000
+    assert len(fakes[0].requests) == 1
