@@ -136,13 +136,5 @@ class UpstreamRejected(UpstreamError):
             self.code = "upstream_rejected_request"
 
 
-class NoDeployment(QuasarError):
-    """Every deployment of the requested models is cooling down after failures."""
-
-    status = 503
-    type = "server_error"
-    code = "no_healthy_deployment"
-
-
 class ConfigError(Exception):
     """A configuration problem, found at load time; names the file and line where known."""
