@@ -141,6 +141,9 @@ def test_breakdown_in_the_body(gw: Running, fakes) -> None:
     sent = fakes[0].requests[-1]
     assert sent["headers"]["Authorization"] == f"Bearer {SECRET}"
     assert not {"metadata", "customer_identifier", "request_breakdown", "customer_credentials"} & set(sent["body"])
+    resp = post(gw, {**body, "cache_enabled": False, "cache_ttl": 60, "disable_log": True})
+    assert resp.status_code == 200
+    assert not {"cache_enabled", "cache_ttl", "disable_log"} & set(fakes[0].requests[-1]["body"])
 
 
 def test_breakdown_as_the_last_stream_chunk(gw: Running) -> None:
@@ -205,6 +208,8 @@ def test_exclusions_through_extra_body(gw: Running) -> None:
         ({"customer_identifier": ["x"]}, "customer_identifier"),
         ({"exclude_providers": "openai"}, "exclude_providers"),
         ({"customer_credentials": {"openai": {"api_key": 5}}}, "customer_credentials.openai.api_key"),
+        ({"customer_identifier": ""}, "customer_identifier"),
+        ({"cache_ttl": 0}, "cache_ttl"),
     ],
 )
 def test_bad_gateway_fields_are_400s_naming_the_field(gw: Running, fields: dict, param: str) -> None:

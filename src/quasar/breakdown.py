@@ -35,7 +35,7 @@ def summary(trace: Trace, request: ChatRequest, completion_message: dict[str, An
         "ttft": trace.ttft,
         "scores": {},
         "category": None,
-        "metadata": trace.options.metadata,
+        "metadata": trace.options.metadata or {},
         "customer_identifier": trace.options.customer_identifier,
         "routing_time": trace.routing_time,
         "full_request": request.model_dump(exclude_unset=True, by_alias=True, exclude=set(SECRET_FIELDS)),

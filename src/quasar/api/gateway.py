@@ -36,10 +36,13 @@ class GatewayOptions(BaseModel):
     disable_fallback: bool = False
     customer_credentials: dict[str, ProviderCredentials] = Field(default_factory=dict)
     customer_api_keys: dict[str, SecretStr] = Field(default_factory=dict, strict=False)  # deprecated: model -> key
-    customer_identifier: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    customer_identifier: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    metadata: dict[str, Any] | None = None
     disable_log: bool = False
     request_breakdown: bool = False
+    # The store's response cache (not seed 003): declared here so that they are never forwarded upstream.
+    cache_enabled: bool | None = None
+    cache_ttl: Annotated[int, Field(ge=1)] | None = None
 
 
 GATEWAY_FIELDS = frozenset(GatewayOptions.model_fields)

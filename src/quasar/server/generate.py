@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from quasar.api.gateway import GenerateRequest
-from quasar.server.parse import parse_body
-from quasar.server.respond import respond
+from quasar.server.routes import handle_chat
 
 router = APIRouter()
 
 
 async def generate(request: Request) -> Response:
-    started = time.perf_counter()
-    principal = request.app.state.keys.authenticate(request.headers.get("authorization"))
-    body = parse_body(await request.body(), GenerateRequest)
-    return await respond(request.app.state.service, body, principal, started)
+    return await handle_chat(request, GenerateRequest)
 
 
 for _path in ("/api/generate/", "/api/generate"):

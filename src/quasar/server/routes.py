@@ -33,9 +33,14 @@ def _principal(request: Request) -> Principal:
 
 
 async def chat_completions(request: Request) -> Response:
+    return await handle_chat(request, ChatRequest)
+
+
+async def handle_chat(request: Request, schema: type[ChatRequest]) -> Response:
+    """The chat endpoints and seed 003's /api/generate/ (its schema allows `models` instead of `model`)."""
     started = time.perf_counter()
     principal = _principal(request)
-    body = parse_body(await request.body(), ChatRequest)
+    body = parse_body(await request.body(), schema)
     return await respond(_service(request), body, principal, started)
 
 
