@@ -40,11 +40,18 @@ class Deployment(_Strict):
     base_url: str | None = None
     model: str | None = None
     api_key: str | None = None
+    connect_timeout: float = Field(5.0, gt=0)  # seconds to open a connection
+    first_byte_timeout: float = Field(60.0, gt=0)  # seconds to the response headers / first stream chunk
+    chunk_timeout: float = Field(30.0, gt=0)  # seconds allowed between two stream chunks
+    timeout: float = Field(600.0, gt=0)  # seconds for a whole non-streaming response
+    max_connections: int = Field(256, ge=1)  # pooled keep-alive connections to this upstream
     # both
+    name: str | None = None  # how headers, traces and logs name this deployment
     context_length: int = Field(8192, ge=64)
     weight: float = Field(1.0, gt=0)
     price: Price = Price()
-    capabilities: list[Literal["tools", "vision", "json_schema"]] = []
+    # None: the engine's own (an upstream: all three; llama.cpp: json_schema)
+    capabilities: list[Literal["tools", "vision", "json_schema"]] | None = None
 
     @model_validator(mode="after")
     def _engine_fields(self) -> Deployment:
@@ -53,6 +60,11 @@ class Deployment(_Strict):
         if self.engine == "openai" and not (self.base_url or self.provider):
             raise ValueError("an openai deployment needs 'base_url' or a 'provider' preset")
         return self
+
+
+def deployment_name(model: str, index: int, deployment: Deployment) -> str:
+    """How headers, traces and logs name a deployment: its `name`, else `<model>#<index>`."""
+    return deployment.name or f"{model}#{index}"
 
 
 class ModelConfig(_Strict):
@@ -66,6 +78,10 @@ class RouterConfig(_Strict):
     cooldown_seconds: float = Field(5.0, ge=0)
     fallbacks: dict[str, list[str]] = {}
     allowed_hosts: list[str] = []
+    allowed_fails: int = Field(3, ge=1)  # consecutive failures that put a deployment in cooldown
+    backoff_base: float = Field(0.2, ge=0)  # seconds; doubled each retry round, with jitter
+    backoff_max: float = Field(5.0, ge=0)
+    retry_after_max: float = Field(30.0, ge=0)  # a longer upstream Retry-After ends the retries
 
 
 class AuthConfig(_Strict):
@@ -132,6 +148,14 @@ class Settings(_Strict):
             if m.name in seen:
                 raise ValueError(f"model name {m.name!r} appears twice")
             seen.add(m.name)
+        names = [deployment_name(m.name, i, d) for m in self.models for i, d in enumerate(m.deployments)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"deployment names appear twice: {', '.join(twice)}")
+        for model, fallbacks in self.router.fallbacks.items():
+            unknown = [name for name in [model, *fallbacks] if name not in seen]
+            if unknown:
+                raise ValueError(f"router.fallbacks names unknown models: {', '.join(unknown)}")
         return self
 
     def model_names(self) -> list[str]:

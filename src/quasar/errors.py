@@ -102,14 +102,38 @@ class EngineError(QuasarError):
 
 
 class UpstreamError(QuasarError):
+    """An upstream provider failed. `retryable` says whether another attempt may succeed."""
+
     status = 502
     type = "upstream_error"
     code = "upstream_error"
+    upstream_status: int | None = None
+    retry_after: float | None = None
+    retryable = True
 
 
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
+
+
+# Upstream statuses that are the client's fault: passed through with the upstream's message.
+_CLIENT_FAULT = {400, 404, 413, 422}
+_RETRYABLE = {408, 409, 429}
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream answered with an HTTP error status; keeps that status, its message and Retry-After."""
+
+    def __init__(self, message: str, *, upstream_status: int, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+        self.retryable = upstream_status in _RETRYABLE or upstream_status >= 500
+        if upstream_status in _CLIENT_FAULT:
+            self.status = upstream_status
+            self.type = "invalid_request_error"
+            self.code = "upstream_rejected_request"
 
 
 class ConfigError(Exception):

@@ -13,11 +13,13 @@ from quasar.api.chat import ChatRequest
 from quasar.auth import Principal
 from quasar.cache import ResponseCache, cache_key
 from quasar.config import Settings
+from quasar.cost import cost_of
 from quasar.errors import QuasarError
 from quasar.limits import Limits, Reservation, Subject
-from quasar.record import RequestRecord, cost_of, tracking
+from quasar.record import RequestRecord
 from quasar.service import ChatService
 from quasar.store.writer import LogWriter
+from quasar.trace import Trace
 
 log = logging.getLogger("quasar.meter")
 # A prompt's UTF-8 bytes bound its tokens; chat templates add per message and per prompt (some add a
@@ -51,13 +53,15 @@ class Meter:
         return out
 
     async def admit(
-        self, record: RequestRecord, request: ChatRequest, principal: Principal, service: ChatService
+        self, record: RequestRecord, request: ChatRequest, principal: Principal, service: ChatService, trace: Trace
     ) -> dict[str, str]:
         """Note the request; reserve its worst case against every limit. Returns x-ratelimit-* headers."""
-        fields = record.take_request(request, self.settings.store.log_content)
+        options = trace.options
+        record.routing = trace
+        record.take_request(request, options, self.settings.store.log_content)
         credentials = (request.model_extra or {}).get("customer_credentials")
         record.secrets = [*self.secrets, *_strings(credentials)]
-        subjects = self.subjects(principal, fields.customer_identifier)
+        subjects = self.subjects(principal, options.customer_identifier)
         if not subjects or not principal.may_use(request.model):
             return {}
         entry = service.entry(request.model)
@@ -69,21 +73,24 @@ class Meter:
         return reservation.headers()
 
     async def chat(
-        self, service: ChatService, request: ChatRequest, principal: Principal, record: RequestRecord
+        self, service: ChatService, request: ChatRequest, principal: Principal, record: RequestRecord, trace: Trace
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """A non-streamed reply, from the response cache when the request or the config asks for it."""
-        fields = tracking(request)
-        enabled = self.settings.cache.enabled if fields.cache_enabled is None else fields.cache_enabled
+        options = trace.options
+        enabled = self.settings.cache.enabled if options.cache_enabled is None else options.cache_enabled
         if not enabled or request.model not in service.models or not principal.may_use(request.model):
-            return await service.chat(request, principal, record), {}
+            reply = await service.chat(request, principal, trace)
+            record.take_reply(reply)
+            return reply, {}
         key = cache_key(request)
         cached = await self.cache.get(key)
         if cached is not None:
             record.cache_hit = True
             record.take_reply(cached)
             return cached, {"x-quasar-cache": "HIT"}
-        reply = await service.chat(request, principal, record)
-        await self.cache.put(key, reply, fields.cache_ttl or self.settings.cache.ttl_seconds)
+        reply = await service.chat(request, principal, trace)
+        record.take_reply(reply)
+        await self.cache.put(key, reply, options.cache_ttl or self.settings.cache.ttl_seconds)
         return reply, {"x-quasar-cache": "MISS"}
 
     @contextlib.asynccontextmanager
@@ -115,6 +122,7 @@ class Meter:
         sent = False
         try:
             async for chunk in chunks:
+                record.take_chunk(chunk)
                 yield chunk
                 sent = True
         except QuasarError as exc:

@@ -1,7 +1,7 @@
 """RequestRecord: what one request did, filled in as it runs and written to the request log once.
 
-`tracking()` is the one place that reads seed 003's customer_identifier, metadata, disable_log,
-cache_enabled and cache_ttl from a request, so that the typed gateway fields replace it in one line.
+The request's seed-003 fields come typed from the gateway's GatewayOptions; where it was routed, what
+each attempt did and what it cost come from its routing Trace when the record finishes.
 """
 
 from __future__ import annotations
@@ -12,53 +12,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from quasar.api.chat import ChatRequest, Message
+from quasar.api.gateway import GatewayOptions
 from quasar.config import Price
-from quasar.errors import InvalidRequest
-
-
-@dataclass(frozen=True)
-class Tracking:
-    customer_identifier: str | None = None
-    metadata: dict[str, Any] | None = None
-    disable_log: bool = False
-    cache_enabled: bool | None = None
-    cache_ttl: int | None = None
-
-
-def tracking(request: ChatRequest) -> Tracking:
-    """Seed 003's customer and cache fields, validated; a wrong type is a 400 naming the field."""
-    extra = request.model_extra or {}
-    customer = extra.get("customer_identifier")
-    metadata = extra.get("metadata")
-    disable_log = extra.get("disable_log", False)
-    cache_enabled = extra.get("cache_enabled")
-    cache_ttl = extra.get("cache_ttl")
-    if cache_enabled is not None and not isinstance(cache_enabled, bool):
-        raise InvalidRequest("Invalid value for 'cache_enabled': expected a boolean.", param="cache_enabled")
-    if cache_ttl is not None and (isinstance(cache_ttl, bool) or not isinstance(cache_ttl, int) or cache_ttl < 1):
-        raise InvalidRequest(
-            "Invalid value for 'cache_ttl': expected a whole number of seconds >= 1.", param="cache_ttl"
-        )
-    if customer is not None and (not isinstance(customer, str) or not 0 < len(customer) <= 256):
-        raise InvalidRequest(
-            "Invalid value for 'customer_identifier': expected a string of 1 to 256 characters.",
-            param="customer_identifier",
-        )
-    if metadata is not None and not isinstance(metadata, dict):
-        raise InvalidRequest("Invalid value for 'metadata': expected an object.", param="metadata")
-    if not isinstance(disable_log, bool):
-        raise InvalidRequest("Invalid value for 'disable_log': expected a boolean.", param="disable_log")
-    return Tracking(customer, metadata, disable_log, cache_enabled, cache_ttl)
-
-
-def price_version(price: Price) -> str:
-    return f"{price.input:g}/{price.output:g}/{price.cached_input if price.cached_input is not None else price.input:g}"
-
-
-def cost_of(price: Price, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> float:
-    cached_rate = price.cached_input if price.cached_input is not None else price.input
-    uncached = max(prompt_tokens - cached_tokens, 0)
-    return (uncached * price.input + cached_tokens * cached_rate + completion_tokens * price.output) / 1e6
+from quasar.cost import cost_of, price_version
+from quasar.trace import Trace
 
 
 @dataclass
@@ -95,26 +52,33 @@ class RequestRecord:
     streaming: bool = False  # a stream has taken over finishing the record
     done: bool = False
     secrets: list[str] = field(default_factory=list)  # redacted from anything written
+    routing: Trace | None = None  # the router's trace, read when the record finishes
 
-    def take_request(self, request: ChatRequest, log_content: bool) -> Tracking:
-        """Note what the client asked for; returns its seed-003 tracking fields."""
+    def take_request(self, request: ChatRequest, options: GatewayOptions, log_content: bool) -> None:
+        """Note what the client asked for, with its validated seed-003 fields."""
         self.model = request.model
         self.stream = request.stream
-        fields = tracking(request)
-        self.customer_identifier = fields.customer_identifier
-        self.metadata = fields.metadata
-        self.keep_content = log_content and not fields.disable_log
+        self.customer_identifier = options.customer_identifier
+        self.metadata = options.metadata or None
+        self.keep_content = log_content and not options.disable_log
         if self.keep_content:
             self.messages = request.messages  # serialized by row(), in the log writer
-        return fields
 
-    def used(self, deployment: str, provider: str | None, price: Price) -> None:
-        """The deployment that answers; the service calls this once per attempt."""
-        self.deployment = deployment
-        self.provider = provider
-        self.price = price
-        self.price_version = price_version(price)
-        self.attempts += 1
+    def take_trace(self, trace: Trace) -> None:
+        """Where the router sent the request, every attempt, and the cost it settled."""
+        self.deployment = trace.deployment
+        self.provider = trace.provider
+        self.attempts = len(trace.attempts)
+        self.routing_ms = trace.routing_time * 1000 if trace.attempts else None
+        if trace.ttft is not None and self.ttft_ms is None:
+            self.ttft_ms = trace.ttft * 1000
+        if trace.usage:
+            self.take_usage(trace.usage)
+        if trace.price is not None:
+            self.price = trace.price
+            self.price_version = price_version(trace.price)
+        if trace.attempts or trace.dropped:
+            self.trace = trace.routing()
 
     def first_token(self) -> None:
         if self.ttft_ms is None:
@@ -162,7 +126,13 @@ class RequestRecord:
     def finish(self) -> None:
         self.done = True
         self.latency_ms = (time.perf_counter() - self.started) * 1000
-        if self.price is not None:
+        if self.routing is not None:
+            self.take_trace(self.routing)
+        if self.cache_hit:
+            self.cost = 0.0
+        elif self.routing is not None and self.routing.cost is not None:
+            self.cost = self.routing.cost.usd
+        elif self.price is not None:
             self.cost = cost_of(self.price, self.prompt_tokens, self.cached_tokens, self.completion_tokens)
 
     def row(self) -> dict[str, Any]:
@@ -177,7 +147,7 @@ class RequestRecord:
 _STORED = tuple(
     f.name
     for f in fields(RequestRecord)
-    if f.name not in {"started", "keep_content", "price", "streaming", "done", "secrets"}
+    if f.name not in {"started", "keep_content", "price", "streaming", "done", "secrets", "routing"}
 )
 
 

@@ -1,4 +1,4 @@
-"""The chat use case without HTTP: authorize, resolve the model, call the engine, shape the answer.
+"""The chat use case without HTTP: authorize, route, call the engine, account, shape the answer.
 
 The server and the CLI both call this; it knows nothing of requests, responses or sockets.
 """
@@ -10,12 +10,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from quasar.api.chat import ChatRequest
+from quasar.api.errors import describe
+from quasar.api.gateway import gateway_options
 from quasar.auth import Principal
+from quasar.breakdown import stream_chunk, summary
 from quasar.config import Deployment, Settings
+from quasar.cost import price_usage
 from quasar.engines.base import Engine
-from quasar.errors import InvalidRequest, ModelNotFound, PermissionDenied
-from quasar.record import RequestRecord
+from quasar.errors import InvalidRequest, ModelNotFound, QuasarError
+from quasar.router import Router
+from quasar.trace import Trace
 
 
 @dataclass
@@ -51,6 +58,7 @@ class ChatService:
     def __init__(self, settings: Settings, models: dict[str, ModelEntry]) -> None:
         self.settings = settings
         self.models = models
+        self.router = Router(settings.router, {name: entry.deployments for name, entry in models.items()})
 
     def entry(self, name: str) -> ModelEntry:
         entry = self.models.get(name)
@@ -59,53 +67,77 @@ class ChatService:
             raise ModelNotFound(f"The model '{name}' does not exist. Known models: {known}.", param="model")
         return entry
 
-    def _prepare(self, request: ChatRequest, principal: Principal, record: RequestRecord | None = None) -> Engine:
-        entry = self.entry(request.model)
-        if not principal.may_use(request.model):
-            raise PermissionDenied(f"This key may not use the model '{request.model}'.", param="model")
+    def start_trace(self, request: ChatRequest, started: float | None = None) -> Trace:
+        """The request's trace, with its seed-003 gateway fields validated (400 naming the field)."""
+        try:
+            options = gateway_options(request)
+        except ValidationError as exc:
+            message, param = describe(exc)
+            raise InvalidRequest(message, param=param) from None
+        return Trace(options=options) if started is None else Trace(options=options, started=started)
+
+    def _check(self, request: ChatRequest) -> None:
         max_n = self.settings.server.max_n
         if request.n > max_n:
             raise InvalidRequest(f"Invalid value for 'n': at most {max_n} choices per request.", param="n")
-        deployment, engine = entry.deployments[0]
-        if record is not None:
-            record.used(
-                deployment.model or deployment.path or entry.name,
-                deployment.provider or deployment.engine,
-                deployment.price,
-            )
-        return engine
 
-    def _shape(self, body: dict[str, Any], request: ChatRequest, engine: Engine) -> dict[str, Any]:
-        body["model"] = request.model
+    def _shape(self, body: dict[str, Any], model: str, engine: Engine) -> dict[str, Any]:
+        body["model"] = model
         body["system_fingerprint"] = getattr(engine, "fingerprint", None) or body.get("system_fingerprint")
         body.pop("timings", None)
         return body
 
-    async def chat(
-        self, request: ChatRequest, principal: Principal, record: RequestRecord | None = None
-    ) -> dict[str, Any]:
-        engine = self._prepare(request, principal, record)
-        body = await engine.chat(request)
-        if record is not None:
-            record.take_reply(body)
+    def _settle(self, trace: Trace, request: ChatRequest, usage: Any, completion: str) -> None:
+        trace.usage = usage if isinstance(usage, dict) else None
+        prompt = "".join(m.text() for m in request.messages)
+        trace.cost = price_usage(usage, trace.price, prompt, completion) if trace.price else None
+        trace.finished = time.perf_counter()
+
+    async def chat(self, request: ChatRequest, principal: Principal, trace: Trace | None = None) -> dict[str, Any]:
+        trace = trace or self.start_trace(request)
+        self._check(request)
+        body, cand = await self.router.chat(request, principal, trace)
         body.setdefault("created", int(time.time()))
-        return self._shape(body, request, engine)
+        self._shape(body, cand.model, cand.engine)
+        choices = body.get("choices") or [{}]
+        message = choices[0].get("message") or {"role": "assistant", "content": None}
+        self._settle(trace, request, body.get("usage"), message.get("content") or "")
+        if trace.options.request_breakdown:
+            body["request_breakdown"] = summary(trace, request, message)
+        return body
 
     async def stream(
-        self, request: ChatRequest, principal: Principal, record: RequestRecord | None = None
+        self, request: ChatRequest, principal: Principal, trace: Trace | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """Chunks for the client. Errors before the first chunk propagate from the first __anext__."""
-        engine = self._prepare(request, principal, record)
-        chunks = engine.stream(request)
+        trace = trace or self.start_trace(request)
+        self._check(request)
+        first, chunks, cand = await self.router.stream(request, principal, trace)
+        usage = None
+        text: list[str] = []
+        chunk: dict[str, Any] | None = first
         try:
-            async for chunk in chunks:
-                if record is not None:
-                    record.take_chunk(chunk)
+            while chunk is not None:
+                if isinstance(chunk.get("usage"), dict):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    content = (choice.get("delta") or {}).get("content")
+                    if content and choice.get("index", 0) == 0:
+                        text.append(content)
                 if not chunk.get("choices") and "usage" in chunk:
-                    if not request.include_usage:
-                        continue
+                    if request.include_usage:
+                        yield self._shape(chunk, cand.model, cand.engine)
                 else:
                     chunk.pop("usage", None)
-                yield self._shape(chunk, request, engine)
+                    yield self._shape(chunk, cand.model, cand.engine)
+                chunk = await anext(chunks, None)
+        except QuasarError as exc:
+            self.router.broke(trace, cand, exc)
+            raise
         finally:
             await chunks.aclose()
+        completion = "".join(text)
+        self._settle(trace, request, usage, completion)
+        if trace.options.request_breakdown:
+            message = {"content": completion, "role": "assistant"}
+            yield stream_chunk(summary(trace, request, message))

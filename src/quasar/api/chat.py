@@ -168,4 +168,5 @@ CROSS_FIELD_PARAMS = {
     "response_format.type": "response_format.json_schema",
     "content is required": "content",
     "a tool message needs": "tool_call_id",
+    "give 'model' or": "model",
 }

@@ -12,4 +12,8 @@ def build_engine(deployment: Deployment) -> Engine:
         from quasar.engines.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine(deployment)
+    if deployment.engine == "openai":
+        from quasar.engines.openai import OpenAIEngine
+
+        return OpenAIEngine(deployment)
     raise ConfigError(f"engine {deployment.engine!r} is not available in this build")

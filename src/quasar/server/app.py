@@ -20,6 +20,7 @@ from quasar.engines.factory import build_engine
 from quasar.errors import EngineError, InvalidRequest, MethodNotAllowed, NotFound, QuasarError
 from quasar.server import accounting
 from quasar.server.admin import router as admin_router
+from quasar.server.generate import router as generate_router
 from quasar.server.middleware import BodyLimit, RequestId
 from quasar.server.responses import JSON, error_response
 from quasar.server.routes import router
@@ -82,6 +83,7 @@ def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | N
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(usage_router)
+    app.include_router(generate_router)
     _install_error_handlers(app)
     _install_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.server.max_body_bytes)

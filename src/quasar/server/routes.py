@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from quasar.api.chat import ChatRequest
 from quasar.auth import Principal
 from quasar.errors import NotReady
 from quasar.metering import Meter
-from quasar.server import sse
 from quasar.server.parse import parse_body
+from quasar.server.respond import respond
 from quasar.server.responses import JSON
 from quasar.service import ChatService
 
@@ -32,25 +34,21 @@ async def _principal(request: Request) -> Principal:
 
 
 async def chat_completions(request: Request) -> Response:
+    return await handle_chat(request, ChatRequest)
+
+
+async def handle_chat(request: Request, schema: type[ChatRequest]) -> Response:
+    """The chat endpoints and seed 003's /api/generate/ (its schema allows `models` instead of `model`).
+
+    Whatever happens inside, the meter writes the request's log row and settles its reservation.
+    """
+    started = time.perf_counter()
     meter: Meter = request.app.state.meter
     async with meter.record(request.state.request_id) as record:
         principal = await _principal(request)
         record.key_id = principal.key_id
-        body = parse_body(await request.body(), ChatRequest)
-        service = _service(request)
-        headers = await meter.admit(record, body, principal, service)
-        if not body.stream:
-            reply, cache_headers = await meter.chat(service, body, principal, record)
-            return JSON(reply, headers={**headers, **cache_headers})
-        chunks = meter.watch(record, service.stream(body, principal, record))
-        try:
-            first = await anext(chunks)
-        except BaseException:
-            await chunks.aclose()
-            raise
-        return StreamingResponse(
-            sse.frame(first, chunks), media_type="text/event-stream", headers={**sse.HEADERS, **headers}
-        )
+        body = parse_body(await request.body(), schema)
+        return await respond(_service(request), meter, record, body, principal, started)
 
 
 for _path in ("/v1/chat/completions", "/chat/completions"):

@@ -1,0 +1,274 @@
+"""Any OpenAI-compatible HTTP API (OpenAI, vLLM, llama.cpp's server, the seed providers).
+
+One pooled aiohttp session per upstream, keep-alive. Three timeouts per deployment: connect, first byte
+(the response headers, and for a stream its first event) and between chunks of a stream; a whole
+non-streaming response is bounded by `timeout`. Stream events are passed on one by one as they arrive.
+Every failure leaves here as a quasar.errors.UpstreamError that keeps the upstream's status and message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from quasar.api.chat import ChatRequest
+from quasar.api.gateway import GATEWAY_FIELDS
+from quasar.config import Deployment
+from quasar.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
+from quasar.providers import auth_headers, resolve_base_url
+
+ALL_CAPABILITIES = frozenset({"tools", "vision", "json_schema"})
+# Quasar's own fields and seed 000's misspelt alias (already copied to presence_penalty) stay here.
+_NOT_FORWARDED = frozenset({"model", "precense_penalty", *GATEWAY_FIELDS})
+_MAX_ERROR_BODY = 64 * 1024
+_MAX_EVENT = 16 * 1024 * 1024
+
+
+class _Pool:
+    """The session and load shared by an engine and its per-request credential views."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self.session: aiohttp.ClientSession | None = None
+        self.in_flight = 0
+
+    def get(self) -> aiohttp.ClientSession:
+        if self.session is None:  # created on the event loop, on first use
+            d = self.deployment
+            connector = aiohttp.TCPConnector(limit=d.max_connections, ttl_dns_cache=300, keepalive_timeout=60)
+            self.session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=d.connect_timeout),
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self.session
+
+
+class OpenAIEngine:
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self.provider = deployment.provider or "openai"
+        self.owned_by = self.provider
+        self.context_length = deployment.context_length
+        caps = deployment.capabilities
+        self.capabilities = ALL_CAPABILITIES if caps is None else frozenset(caps)
+        self.base_url = resolve_base_url(deployment.provider, deployment.base_url)
+        self._api_key = deployment.api_key or ""
+        self._headers = {"Content-Type": "application/json", **auth_headers(deployment.provider, deployment.api_key)}
+        self._pool = _Pool(deployment)
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    @property
+    def in_flight(self) -> int:
+        return self._pool.in_flight
+
+    def load(self) -> None:
+        """Nothing to load: the session opens on first use, inside the event loop."""
+
+    async def close(self) -> None:
+        session, self._pool.session = self._pool.session, None
+        if session is not None:
+            await session.close()
+
+    def with_credentials(self, api_key: str | None, base_url: str | None) -> OpenAIEngine:
+        """A view of this engine that uses a customer's key (and base URL) for one request, same pool."""
+        view = copy.copy(self)
+        if base_url:
+            view.base_url = base_url.rstrip("/")
+        if api_key:
+            view._api_key = api_key
+            view._headers = {"Content-Type": "application/json", **auth_headers(self.deployment.provider, api_key)}
+        return view
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def payload(self, request: ChatRequest, *, stream: bool) -> bytes:
+        """The validated request as the client set it, Quasar's fields dropped, `model` the upstream's."""
+        body = request.model_dump(exclude_unset=True, by_alias=True, exclude=_NOT_FORWARDED)
+        body["model"] = self.deployment.model or request.model
+        body["stream"] = stream
+        if stream:
+            # Always ask for usage so cost is exact; the service drops the chunk if the client did not ask.
+            body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
+        return orjson.dumps(body)
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    async def chat(self, request: ChatRequest) -> dict[str, Any]:
+        data = self.payload(request, stream=False)
+        session = self._pool.get()
+        limit = self.deployment.timeout
+        self._pool.in_flight += 1
+        try:
+            async with asyncio.timeout(limit):
+                async with session.post(self.url, data=data, headers=self._headers) as resp:
+                    raw = await resp.read()
+                    if resp.status >= 400:
+                        raise self._rejected(resp.status, raw, resp.headers)
+        except TimeoutError:
+            raise UpstreamTimeout(f"{self.provider}: no complete response within {limit:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            self._pool.in_flight -= 1
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"{self.provider}: the response is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+            raise UpstreamError(f"{self.provider}: the response is not a chat completion")
+        return body
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        data = self.payload(request, stream=True)
+        session = self._pool.get()
+        d = self.deployment
+        self._pool.in_flight += 1
+        resp: aiohttp.ClientResponse | None = None
+        reusable = False  # the connection may go back to the pool
+        try:
+            try:
+                async with asyncio.timeout(d.first_byte_timeout):
+                    resp = await session.post(self.url, data=data, headers=self._headers)
+                    if resp.status >= 400:
+                        raise self._rejected(resp.status, await resp.content.read(_MAX_ERROR_BODY), resp.headers)
+            except TimeoutError:
+                raise UpstreamTimeout(f"{self.provider}: no response within {d.first_byte_timeout:g}s") from None
+            except aiohttp.ClientError as exc:
+                raise self._unreachable(exc) from None
+            wait = d.first_byte_timeout
+            finish_seen = False
+            pending = b""  # an incomplete line carried over to the next read
+            while True:
+                try:
+                    async with asyncio.timeout(wait):
+                        data = await resp.content.readany()  # whatever has arrived: often several events
+                except TimeoutError:
+                    raise UpstreamTimeout(f"{self.provider}: the stream stalled for more than {wait:g}s") from None
+                except aiohttp.ClientError as exc:
+                    raise UpstreamError(f"{self.provider}: the stream broke: {type(exc).__name__}") from None
+                if not data:
+                    if not finish_seen:
+                        raise UpstreamError(f"{self.provider}: the stream ended before [DONE]")
+                    reusable = True
+                    break
+                *lines, pending = (pending + data).split(b"\n")
+                if len(pending) > _MAX_EVENT:
+                    raise UpstreamError(f"{self.provider}: a stream event is larger than {_MAX_EVENT} bytes")
+                done = False
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue  # blank separators, comments, event/id/retry fields
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        done = True
+                        break
+                    chunk = self._event(payload)
+                    finish_seen = finish_seen or _finished(chunk)
+                    wait = d.chunk_timeout
+                    yield chunk
+                if done:
+                    reusable = await _drain(resp, d.chunk_timeout)
+                    break
+        finally:
+            self._pool.in_flight -= 1
+            if resp is not None:
+                if reusable:
+                    resp.release()
+                else:
+                    resp.close()  # drops the connection: the upstream stops generating
+
+    def _event(self, payload: bytes) -> dict[str, Any]:
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            chunk = None
+        if not isinstance(chunk, dict):
+            raise UpstreamError(f"{self.provider}: malformed event in the stream: {payload[:200]!r}")
+        if "error" in chunk:
+            raise UpstreamError(f"{self.provider}: {self._scrub(_error_message(chunk, payload))}")
+        return chunk
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        """Some providers quote the key they were sent in their error message; never pass it on."""
+        if self._api_key and len(self._api_key) >= 4:
+            text = text.replace(self._api_key, "***")
+        return text
+
+    def _rejected(self, status: int, raw: bytes, headers: Any) -> UpstreamRejected:
+        try:
+            message = _error_message(orjson.loads(raw), raw)
+        except orjson.JSONDecodeError:
+            message = raw[:500].decode(errors="replace").strip() or "no message"
+        return UpstreamRejected(
+            f"{self.provider} returned {status}: {self._scrub(message)}",
+            upstream_status=status,
+            retry_after=retry_after(headers),
+        )
+
+    def _unreachable(self, exc: aiohttp.ClientError) -> UpstreamError:
+        kind = "connection failed" if isinstance(exc, aiohttp.ClientConnectionError) else "request failed"
+        return UpstreamError(f"{self.provider}: {kind}: {type(exc).__name__}")
+
+
+async def _drain(resp: aiohttp.ClientResponse, wait: float) -> bool:
+    """Read what follows [DONE] (the chunked terminator) so the connection can be reused."""
+    try:
+        async with asyncio.timeout(wait):
+            await resp.content.read()
+    except (TimeoutError, aiohttp.ClientError):
+        return False
+    return True
+
+
+def _finished(chunk: dict[str, Any]) -> bool:
+    return any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ())
+
+
+def _error_message(body: Any, raw: bytes) -> str:
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail")
+            if msg:
+                return str(msg)[:1000]
+        elif isinstance(err, str):
+            return err[:1000]
+    return raw[:500].decode(errors="replace")
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,46 @@
+"""Answer a validated chat request: a JSON body or an SSE stream, with the x-quasar-* headers.
+
+The router's trace gives the x-quasar-* headers; the meter gives the x-ratelimit-* and cache headers,
+admits the request against limits and budgets first, and sees every chunk that reaches the client.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import Response, StreamingResponse
+
+from quasar.api.chat import ChatRequest
+from quasar.auth import Principal
+from quasar.errors import QuasarError
+from quasar.metering import Meter
+from quasar.record import RequestRecord
+from quasar.server import sse
+from quasar.server.responses import JSON
+from quasar.service import ChatService
+
+
+async def respond(
+    service: ChatService,
+    meter: Meter,
+    record: RequestRecord,
+    body: ChatRequest,
+    principal: Principal,
+    started: float,
+) -> Response:
+    trace = service.start_trace(body, started)
+    limit_headers = await meter.admit(record, body, principal, service, trace)
+    try:
+        if not body.stream:
+            result, cache_headers = await meter.chat(service, body, principal, record, trace)
+            return JSON(result, headers={**trace.headers(), **limit_headers, **cache_headers})
+        chunks = meter.watch(record, service.stream(body, principal, trace))
+        try:
+            first = await anext(chunks)
+        except BaseException:
+            await chunks.aclose()
+            raise
+    except QuasarError as exc:
+        if trace.attempts:  # an error after routing says what was tried, too
+            exc.headers = {**trace.headers(), **limit_headers, **exc.headers}
+        raise
+    headers = {**sse.HEADERS, **trace.headers(), **limit_headers}
+    return StreamingResponse(sse.frame(first, chunks), media_type="text/event-stream", headers=headers)

@@ -1,0 +1,192 @@
+"""A fake OpenAI-compatible provider: a real aiohttp server on a loopback port, on its own thread.
+
+It answers like the seed providers (chat.completion bodies, SSE chunks ending in `data: [DONE]`, usage
+with cached-token details) and, on command, fails like real ones. Behaviours, queued with `script()` or
+set as `default`:
+
+  ok                      a normal answer
+  no-usage                a normal answer without usage
+  <status>[:retry_after]  that HTTP error, e.g. 500, 400, 429:1 (Retry-After: 1)
+  echo-key                401 whose message quotes the Authorization header it received
+  slow:<s>                wait s seconds before answering (before the headers)
+  stall-first:<s>         stream: headers at once, first event after s seconds
+  stall:<s>               stream: one content chunk, then nothing for s seconds, then the rest
+  reset                   stream: one content chunk, then the connection is cut
+  malformed               stream: a `data:` line that is not JSON, first
+  split                   stream: every event sent in two pieces, 10 ms apart, lines ending in CRLF
+  drop                    close the connection without any answer
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tests.server import free_port
+
+
+class FakeProvider:
+    def __init__(self, name: str, default: str = "ok") -> None:
+        self.name = name
+        self.default = default
+        self.port = free_port()
+        self.requests: list[dict[str, Any]] = []
+        self.disconnects = 0  # streams whose reader went away before the end
+        self._script: collections.deque[str] = collections.deque()
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"fake-{name}", daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def script(self, *behaviours: str) -> None:
+        self._script.extend(behaviours)
+
+    def reset(self, default: str = "ok") -> None:
+        self._script.clear()
+        self.requests.clear()
+        self.disconnects = 0
+        self.default = default
+
+    def __enter__(self) -> FakeProvider:
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError(f"fake provider {self.name} did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        self._started.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- answers -------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append({"body": body, "headers": dict(request.headers), "at": time.monotonic()})
+        behaviour = self._script.popleft() if self._script else self.default
+        kind, _, arg = behaviour.partition(":")
+        if kind == "slow":
+            await asyncio.sleep(float(arg))
+            kind = "ok"
+        if kind == "drop":
+            request.transport.close()
+            return web.Response()
+        if kind.isdigit():
+            return self._error(int(kind), f"{self.name} failed with {kind}", arg)
+        if kind == "echo-key":
+            return self._error(401, f"Incorrect API key provided: {request.headers.get('Authorization', '')}", "")
+        if body.get("stream"):
+            try:
+                return await self._stream(request, body, kind, arg)
+            except ConnectionResetError:
+                self.disconnects += 1
+                raise
+        return web.json_response(self._completion(body, usage=kind != "no-usage"))
+
+    def _error(self, status: int, message: str, retry_after: str) -> web.Response:
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        error = {"message": message, "type": "invalid_request_error" if status < 500 else "server_error"}
+        return web.json_response({"error": error}, status=status, headers=headers)
+
+    def _text(self) -> list[str]:
+        return ["Hello", " from", f" {self.name}"]
+
+    def _usage(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": 1000,
+            "completion_tokens": 500,
+            "total_tokens": 1500,
+            "prompt_tokens_details": {"cached_tokens": 400},
+            "completion_tokens_details": {"reasoning_tokens": 7},
+        }
+
+    def _completion(self, body: dict[str, Any], usage: bool) -> dict[str, Any]:
+        reply = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "system_fingerprint": f"fp_{self.name}",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(self._text())},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+        }
+        if usage:
+            reply["usage"] = self._usage()
+        return reply
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], kind: str, arg: str) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        if kind == "stall-first":
+            await asyncio.sleep(float(arg))
+        if kind == "malformed":
+            await resp.write(b"data: {this is not json\n\n")
+            return resp
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+
+        async def send(payload: dict[str, Any]) -> None:
+            event = b"data: " + orjson.dumps(payload) + b"\n\n"
+            if kind != "split":
+                await resp.write(event)
+                return
+            event = event.replace(b"\n", b"\r\n")
+            await resp.write(event[:9])
+            await asyncio.sleep(0.01)
+            await resp.write(event[9:])
+
+        words = self._text()
+        await send(chunk({"role": "assistant", "content": words[0]}))
+        if kind == "reset":
+            request.transport.close()
+            return resp
+        if kind == "stall":
+            await asyncio.sleep(float(arg))
+        for word in words[1:]:
+            await send(chunk({"content": word}))
+        await send(chunk({}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage") and kind != "no-usage":
+            await send({**chunk({}), "choices": [], "usage": self._usage()})
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
