@@ -73,7 +73,8 @@ def test_every_request_gets_one_row(store_server: Running) -> None:
     assert row["status"] == "ok" and row["http_status"] == 200 and not row["stream"]
     assert row["customer_identifier"] == "alice" and row["metadata"] == meta
     assert row["key_id"].startswith("master:") and row["model"] == "spark"
-    assert row["provider"] == "llamacpp" and row["deployment"] == "builtin:smollm2-135m-instruct"
+    assert row["provider"] == "llamacpp" and row["deployment"] == ok.headers["x-quasar-deployment"] == "spark#0"
+    assert row["attempts"] == 1 and row["trace"]["attempts"][0]["status"] == 200
     usage = ok.json()["usage"]
     assert (row["prompt_tokens"], row["completion_tokens"]) == (usage["prompt_tokens"], usage["completion_tokens"])
     expected = cost_of(Price(**PRICE), usage["prompt_tokens"], 0, usage["completion_tokens"])

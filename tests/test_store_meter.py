@@ -19,15 +19,14 @@ from quasar.limits import LocalLimits
 from quasar.metering import Meter
 from quasar.record import RequestRecord
 from quasar.store import Store
+from quasar.trace import Trace
 from tests.store_support import log_rows, priced_config
 
 
-async def chunks(record: RequestRecord, count: int, error: Exception | None) -> AsyncIterator[dict[str, Any]]:
-    """What ChatService.stream does with a record: `count` content chunks, then the error if any."""
+async def chunks(count: int, error: Exception | None) -> AsyncIterator[dict[str, Any]]:
+    """An engine stream as the meter sees it: `count` content chunks, then the error if any."""
     for _ in range(count):
-        chunk = {"choices": [{"index": 0, "delta": {"content": "ab"}}]}
-        record.take_chunk(chunk)
-        yield chunk
+        yield {"choices": [{"index": 0, "delta": {"content": "ab"}}]}
     if error is not None:
         raise error
 
@@ -44,8 +43,8 @@ async def run(tmp_path: Path, cases: dict[str, tuple[int, Exception | None]], lo
     try:
         for request_id, (count, error) in cases.items():
             record = RequestRecord(request_id)
-            await meter.admit(record, request, ANONYMOUS, None)  # type: ignore[arg-type]
-            stream = meter.watch(record, chunks(record, count, error))
+            await meter.admit(record, request, ANONYMOUS, None, Trace())  # type: ignore[arg-type]
+            stream = meter.watch(record, chunks(count, error))
             with pytest.raises(type(error)) if error else contextlib.nullcontext():
                 async for _ in stream:
                     pass

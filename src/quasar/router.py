@@ -182,7 +182,7 @@ class Router:
         if prompt + output > context:
             return _Drop(
                 f"context length {context} is too small for ~{prompt} prompt tokens + {output} max_tokens",
-                "messages",
+                "max_tokens" if output >= context else "messages",  # the field the client should change
                 "context",
             )
         left = self.health.cooling(cand.name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class _Wire(BaseModel):
@@ -92,9 +92,9 @@ class ChatRequest(_Wire):
     messages: list[Message] = Field(min_length=1)
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    n: Annotated[int, Field(ge=1)] | None = None
+    n: int = Field(1, ge=1)
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    stream: bool | None = None
+    stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
@@ -124,6 +124,12 @@ class ChatRequest(_Wire):
                 raise ValueError("messages is a string but not a JSON array of messages")
         return value
 
+    @field_validator("n", "stream", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        """OpenAI accepts null for optional fields (seed 001's sample sends them): null means the default."""
+        return cls.model_fields[info.field_name].default if value is None else value
+
     @field_validator("logit_bias")
     @classmethod
     def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
@@ -134,10 +140,6 @@ class ChatRequest(_Wire):
 
     @model_validator(mode="after")
     def _cross_field(self) -> ChatRequest:
-        if self.n is None:
-            self.n = 1
-        if self.stream is None:
-            self.stream = False
         if self.presence_penalty is None and self.precense_penalty is not None:
             self.presence_penalty = self.precense_penalty
         if self.top_logprobs is not None and not self.logprobs:
