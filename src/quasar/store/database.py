@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -57,7 +58,8 @@ def parse_database_url(text: str) -> DatabaseURL:
 
 
 def create_engine(db: DatabaseURL) -> AsyncEngine:
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # orjson for the JSON columns (messages, reply, trace, metadata): the stdlib encoder dominated the writer.
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "json_serializer": _json_dumps, "json_deserializer": orjson.loads}
     if db.is_sqlite:
         kwargs["connect_args"] = {"timeout": 30}
     else:
@@ -72,6 +74,10 @@ def create_engine(db: DatabaseURL) -> AsyncEngine:
     if db.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
