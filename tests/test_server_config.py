@@ -103,13 +103,14 @@ def test_bind_beyond_loopback_without_keys_refuses() -> None:
 
 
 def test_bad_model_paths_fail_clearly(tmp_path: Path) -> None:
-    missing = ONE_SLOT.replace("builtin:smollm2-135m-instruct", str(tmp_path / "nope.gguf"))
     not_gguf = tmp_path / "weights.gguf"
     not_gguf.write_bytes(b"PK\x03\x04 this is a zip, not a model")
-    bad_magic = ONE_SLOT.replace("builtin:smollm2-135m-instruct", str(not_gguf))
-    for config, words in ((missing, "not found"), (bad_magic, "not a GGUF")):
+    corrupt = tmp_path / "broken.gguf"
+    corrupt.write_bytes(b"GGUF" + b"\x00" * 64)  # the right magic, no model behind it
+    cases = ((tmp_path / "nope.gguf", "not found"), (not_gguf, "not a GGUF"), (corrupt, "could not load"))
+    for path, words in cases:
         cfg = tmp_path / "q.yaml"
-        cfg.write_text(config)
+        cfg.write_text(ONE_SLOT.replace("builtin:smollm2-135m-instruct", str(path)))
         out = subprocess.run(
             [sys.executable, "-m", "quasar.cli", "serve", "--port", str(free_port()), "--config", str(cfg)],
             capture_output=True,
@@ -119,21 +120,6 @@ def test_bad_model_paths_fail_clearly(tmp_path: Path) -> None:
         assert out.returncode != 0
         assert words in out.stderr
         assert "Traceback" not in out.stderr
-
-
-def test_corrupt_gguf_fails_start_up(tmp_path: Path) -> None:
-    corrupt = tmp_path / "broken.gguf"
-    corrupt.write_bytes(b"GGUF" + b"\x00" * 64)
-    cfg = tmp_path / "q.yaml"
-    cfg.write_text(ONE_SLOT.replace("builtin:smollm2-135m-instruct", str(corrupt)))
-    out = subprocess.run(
-        [sys.executable, "-m", "quasar.cli", "serve", "--port", str(free_port()), "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode != 0
-    assert "could not load" in out.stderr
 
 
 def test_ready_only_once_the_model_answers() -> None:
