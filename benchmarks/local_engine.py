@@ -7,8 +7,8 @@ its own process, one at a time, alternating for `--rounds` rounds; the medians a
 
 Tokens/s is aggregate completion tokens over wall time at each concurrency (EOS is banned so every
 request generates exactly --tokens tokens). TTFT is the time from sending a request to its first
-content token, median over requests. Every concurrent client sends PER_WORKER requests in a row, each
-with its own prompt; both sides get one warm-up stream first.
+content token, median over requests. Every concurrent client sends --requests-per-client requests in a
+row, each with its own prompt; both sides get one warm-up stream first.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 
 PARALLEL = 8
 CONTEXT = 8192
-PER_WORKER = 3  # requests each concurrent client sends one after another
 PROMPTS = [f"Write a long story about a lighthouse keeper, part {i}." for i in range(1000)]
 
 
@@ -52,7 +51,7 @@ def summarize(measured: list[tuple[float, int]], wall: float) -> dict:
 # -- in-process: xllamacpp called directly, with the parameters Quasar's engine uses -----------------
 
 
-def run_inprocess(concurrency: list[int], tokens: int) -> dict:
+def run_inprocess(concurrency: list[int], tokens: int, per_client: int) -> dict:
     from quasar.config import Deployment
     from quasar.engines.llamacpp import LlamaCppEngine
 
@@ -86,7 +85,7 @@ def run_inprocess(concurrency: list[int], tokens: int) -> dict:
         return first[0], n[0]
 
     def worker(i: int) -> list[tuple[float, int]]:
-        return [one(i * PER_WORKER + r) for r in range(PER_WORKER)]
+        return [one(i * per_client + r) for r in range(per_client)]
 
     for c in concurrency:
         began = time.perf_counter()
@@ -99,7 +98,7 @@ def run_inprocess(concurrency: list[int], tokens: int) -> dict:
 # -- through Quasar's HTTP API ----------------------------------------------------------------------
 
 
-async def run_http(url: str, concurrency: list[int], tokens: int) -> dict:
+async def run_http(url: str, concurrency: list[int], tokens: int, per_client: int) -> dict:
     import aiohttp
 
     results = {}
@@ -122,7 +121,7 @@ async def run_http(url: str, concurrency: list[int], tokens: int) -> dict:
             return first, n
 
         async def worker(i: int) -> list[tuple[float, int]]:
-            return [await one(i * PER_WORKER + r) for r in range(PER_WORKER)]
+            return [await one(i * per_client + r) for r in range(per_client)]
 
         for c in concurrency:
             began = time.perf_counter()
@@ -131,7 +130,7 @@ async def run_http(url: str, concurrency: list[int], tokens: int) -> dict:
     return results
 
 
-def http_side(concurrency: list[int], tokens: int) -> dict:
+def http_side(concurrency: list[int], tokens: int, per_client: int) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from tests.server import quasar_server
 
@@ -141,12 +140,13 @@ def http_side(concurrency: list[int], tokens: int) -> dict:
         f"        context_length: {CONTEXT}\n"
     )
     with quasar_server(config) as srv:
-        return asyncio.run(run_http(srv.v1 + "/chat/completions", concurrency, tokens))
+        return asyncio.run(run_http(srv.v1 + "/chat/completions", concurrency, tokens, per_client))
 
 
-def child(mode: str, concurrency: list[int], tokens: int) -> dict:
+def child(mode: str, concurrency: list[int], tokens: int, per_client: int) -> dict:
+    flags = ["--tokens", str(tokens), "--requests-per-client", str(per_client)]
     out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, "--tokens", str(tokens), "--concurrency", *map(str, concurrency)],
+        [sys.executable, __file__, "--child", mode, *flags, "--concurrency", *map(str, concurrency)],
         capture_output=True,
         text=True,
         check=True,
@@ -160,19 +160,20 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--requests-per-client", type=int, default=3, help="requests each client sends in a row")
     parser.add_argument("--child", choices=["inprocess", "http"])
     args = parser.parse_args()
     if args.child == "inprocess":
-        print(json.dumps(run_inprocess(args.concurrency, args.tokens)))
+        print(json.dumps(run_inprocess(args.concurrency, args.tokens, args.requests_per_client)))
         return
     if args.child == "http":
-        print(json.dumps(http_side(args.concurrency, args.tokens)))
+        print(json.dumps(http_side(args.concurrency, args.tokens, args.requests_per_client)))
         return
 
     rounds: dict[str, list[dict]] = {"inprocess": [], "http": []}
     for r in range(args.rounds):
         for mode in ("inprocess", "http"):
-            rounds[mode].append(child(mode, args.concurrency, args.tokens))
+            rounds[mode].append(child(mode, args.concurrency, args.tokens, args.requests_per_client))
             print(f"round {r + 1} {mode}: {rounds[mode][-1]}", file=sys.stderr)
 
     print(

@@ -104,10 +104,6 @@ class LlamaCppEngine:
     def in_flight(self) -> int:
         return self._in_flight
 
-    @property
-    def busy_slots(self) -> int:
-        return min(self._in_flight, self.parallel)
-
     def load(self) -> None:
         import xllamacpp
 
@@ -117,6 +113,7 @@ class LlamaCppEngine:
             f"context {self.context_length} ..."
         )
         started = time.perf_counter()
+        _preread(self.path)
         params = xllamacpp.CommonParams()
         params.model.path = str(self.path)
         params.n_parallel = self.parallel
