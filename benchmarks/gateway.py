@@ -21,7 +21,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -34,6 +33,10 @@ from pathlib import Path
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.server import free_port, stop  # noqa: E402
+
 WORK = ROOT / "benchmarks" / ".work"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 CONCURRENCY = (1, 10, 64)
@@ -86,12 +89,6 @@ def serve_upstream(port: int) -> None:
 # -- processes -----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -111,12 +108,7 @@ def process(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = N
         wait_port(port, proc)
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 # -- measuring -----------------------------------------------------------------------------------
