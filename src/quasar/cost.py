@@ -7,6 +7,7 @@ marked estimated.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,10 @@ class Cost:
     estimated: bool
 
 
-def price_usage(usage: dict[str, Any] | None, price: Price, prompt_text: str, completion_text: str) -> Cost:
+def price_usage(
+    usage: dict[str, Any] | None, price: Price, prompt_text: Callable[[], str], completion_text: str
+) -> Cost:
+    """`prompt_text` is called only when the usage is missing and tokens must be estimated."""
     if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
         estimated = False
         prompt = usage["prompt_tokens"]
@@ -37,7 +41,7 @@ def price_usage(usage: dict[str, Any] | None, price: Price, prompt_text: str, co
         cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
     else:
         estimated = True
-        prompt, completion, cached = estimate_tokens(prompt_text), estimate_tokens(completion_text), 0
+        prompt, completion, cached = estimate_tokens(prompt_text()), estimate_tokens(completion_text), 0
     return Cost(round(cost_of(price, prompt, cached, completion), 10), prompt, completion, cached, estimated)
 
 

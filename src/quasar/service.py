@@ -89,7 +89,10 @@ class ChatService:
 
     def _settle(self, trace: Trace, request: ChatRequest, usage: Any, completion: str) -> None:
         trace.usage = usage if isinstance(usage, dict) else None
-        prompt = "".join(m.text() for m in request.messages)
+
+        def prompt() -> str:
+            return "".join(m.text() for m in request.messages)
+
         trace.cost = price_usage(usage, trace.price, prompt, completion) if trace.price else None
         trace.finished = time.perf_counter()
 
