@@ -179,6 +179,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     parser.add_argument("--ttft-requests", type=int, default=300)
     parser.add_argument("--litellm", default=str(WORK / "litellm-venv" / "bin" / "litellm"))
+    parser.add_argument("--targets", default="upstream,quasar,litellm", help="comma-separated subset to run")
+    parser.add_argument("--modes", default="json,stream", help="json, stream or both")
+    parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)), help="e.g. 10")
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)  # internal: serve the fake upstream
     args = parser.parse_args()
     if args.upstream:
@@ -201,6 +204,9 @@ def main() -> None:
     quasar = [str(ROOT / ".venv" / "bin" / "quasar"), "serve", "--port", str(qp), "--config", str(tmp / "quasar.yaml")]
     litellm_cmd = [args.litellm, "--config", str(tmp / "litellm.yaml"), "--port", str(lp), "--num_workers", "1"]
     litellm_env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": KEY}
+    wanted = set(args.targets.split(","))
+    modes = args.modes.split(",")
+    levels = [int(c) for c in args.concurrency.split(",")]
     results: dict[tuple[str, str, int], dict[str, float]] = {}
     ttfts: dict[str, float] = {}
     memory: dict[str, list[float]] = {}
@@ -212,42 +218,53 @@ def main() -> None:
         }
         procs["quasar"] = stack.enter_context(process(quasar, qp, tmp / "quasar.log", {"QUASAR_API_KEYS": KEY}))
         targets["quasar"] = f"http://127.0.0.1:{qp}/v1/chat/completions"
-        if Path(args.litellm).exists():
+        if "litellm" in wanted and Path(args.litellm).exists():
             procs["litellm"] = stack.enter_context(process(litellm_cmd, lp, tmp / "litellm.log", litellm_env))
             targets["litellm"] = f"http://127.0.0.1:{lp}/v1/chat/completions"
         time.sleep(2)
         memory = {name: [rss_mb(proc)] for name, proc in procs.items()}
         for name, url in targets.items():
-            for stream in (False, True):
-                body = orjson.dumps({"model": "bench", "messages": MESSAGES, "stream": stream})
+            if name not in wanted:
+                continue
+            for mode in modes:
+                body = orjson.dumps({"model": "bench", "messages": MESSAGES, "stream": mode == "stream"})
                 wrk(url, body, 4, 2, tmp)  # warm-up
-                for c in CONCURRENCY:
-                    results[(name, "stream" if stream else "json", c)] = wrk(url, body, c, args.duration, tmp)
-                    print(name, "stream" if stream else "json", c, results[(name, "stream" if stream else "json", c)])
-            body = orjson.dumps({"model": "bench", "messages": MESSAGES, "stream": True})
-            ttfts[name] = asyncio.run(ttft(url, body, args.ttft_requests))
+                for c in levels:
+                    results[(name, mode, c)] = wrk(url, body, c, args.duration, tmp)
+                    print(name, mode, c, results[(name, mode, c)], flush=True)
+            if args.ttft_requests:
+                body = orjson.dumps({"model": "bench", "messages": MESSAGES, "stream": True})
+                ttfts[name] = asyncio.run(ttft(url, body, args.ttft_requests))
             memory[name].append(rss_mb(procs[name]))
-    print(report(results, ttfts, memory, list(targets)))
+    print(report(results, ttfts, memory, [n for n in targets if n in wanted], modes, levels))
 
 
-def report(results: dict, ttfts: dict[str, float], memory: dict[str, list[float]], names: list[str]) -> str:
+def report(
+    results: dict,
+    ttfts: dict[str, float],
+    memory: dict[str, list[float]],
+    names: list[str],
+    modes: list[str],
+    levels: list[int],
+) -> str:
     lines = [
         "| target | mode | concurrency | p50 ms | p99 ms | added p50 ms | added p99 ms | requests/s | errors |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
-        for mode in ("json", "stream"):
-            for c in CONCURRENCY:
-                r, base = results[(name, mode, c)], results[("upstream", mode, c)]
-                added = "" if name == "upstream" else f"{r['p50'] - base['p50']:.3f}"
-                added99 = "" if name == "upstream" else f"{r['p99'] - base['p99']:.3f}"
+        for mode in modes:
+            for c in levels:
+                r, base = results[(name, mode, c)], results.get(("upstream", mode, c))
+                added = "" if name == "upstream" or base is None else f"{r['p50'] - base['p50']:.3f}"
+                added99 = "" if name == "upstream" or base is None else f"{r['p99'] - base['p99']:.3f}"
                 row = [name, mode, str(c), f"{r['p50']:.3f}", f"{r['p99']:.3f}", added, added99]
                 row += [f"{r['rps']:.0f}", str(r["errors"])]
                 lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "| target | time to first SSE event, p50 ms (c=1) | added ms |", "|---|---|---|"]
-    for name in names:
-        added = "" if name == "upstream" else f"{ttfts[name] - ttfts['upstream']:.3f}"
-        lines.append(f"| {name} | {ttfts[name]:.3f} | {added} |")
+    if ttfts:
+        lines += ["", "| target | time to first SSE event, p50 ms (c=1) | added ms |", "|---|---|---|"]
+        for name in names:
+            added = "" if name == "upstream" or "upstream" not in ttfts else f"{ttfts[name] - ttfts['upstream']:.3f}"
+            lines.append(f"| {name} | {ttfts[name]:.3f} | {added} |")
     lines += ["", "| target | RSS at rest MB | RSS after its runs MB |", "|---|---|---|"]
     for name in names:
         lines.append(f"| {name} | {memory[name][0]:.0f} | {memory[name][1]:.0f} |")

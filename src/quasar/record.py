@@ -6,10 +6,12 @@ each attempt did and what it cost come from its routing Trace when the record fi
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+import orjson
 
 from quasar.api.chat import ChatRequest, Message
 from quasar.api.gateway import GatewayOptions
@@ -22,7 +24,7 @@ from quasar.trace import Trace
 class RequestRecord:
     request_id: str
     stream: bool = False
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: os.urandom(16).hex())
     created: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
     key_id: str | None = None
@@ -139,7 +141,7 @@ class RequestRecord:
         row = {name: getattr(self, name) for name in _STORED}
         if self.messages is not None:
             row["messages"] = [m.model_dump(mode="json", exclude_none=True) for m in self.messages]
-        if self.secrets:
+        if self.secrets and _mentions(row, self.secrets):
             row = redact(row, self.secrets)
         return row
 
@@ -149,6 +151,14 @@ _STORED = tuple(
     for f in fields(RequestRecord)
     if f.name not in {"started", "keep_content", "price", "streaming", "done", "secrets", "routing"}
 )
+
+
+def _mentions(row: dict[str, Any], secrets: list[str]) -> bool:
+    """Whether any secret occurs anywhere in the row: one serialization, instead of walking every value.
+
+    Each secret is looked for as JSON writes it (quotes and backslashes escaped), as the blob has it."""
+    blob = orjson.dumps(row, default=str)
+    return any(orjson.dumps(secret)[1:-1] in blob for secret in secrets)
 
 
 def redact(value: Any, secrets: list[str]) -> Any:

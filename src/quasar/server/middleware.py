@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from typing import Any
 
 import orjson
@@ -27,7 +27,7 @@ class RequestId:
                 request_id = value.decode("latin-1")[:128]
                 break
         if not request_id:
-            request_id = f"req_{uuid.uuid4().hex}"
+            request_id = f"req_{os.urandom(16).hex()}"
         scope.setdefault("state", {})["request_id"] = request_id
         raw_id = request_id.encode("latin-1")
 
