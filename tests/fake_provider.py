@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 import threading
 import time
 from typing import Any
@@ -32,11 +33,18 @@ from tests.server import free_port
 
 
 class FakeProvider:
-    def __init__(self, name: str, default: str = "ok") -> None:
+    def __init__(
+        self, name: str, default: str = "ok", *, tls: ssl.SSLContext | None = None, keepalive_timeout: float = 75.0
+    ) -> None:
         self.name = name
         self.default = default
         self.port = free_port()
+        self.tls = tls
+        self.keepalive_timeout = keepalive_timeout  # idle seconds before it closes a keep-alive connection
         self.requests: list[dict[str, Any]] = []
+        self.connections: set[int] = set()  # the client ports requests came from: one per connection
+        self.active = 0  # requests being answered now
+        self.most_active = 0
         self.disconnects = 0  # streams whose reader went away before the end
         self._script: collections.deque[str] = collections.deque()
         self._loop = asyncio.new_event_loop()
@@ -46,7 +54,7 @@ class FakeProvider:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
 
     def script(self, *behaviours: str) -> None:
         self._script.extend(behaviours)
@@ -54,6 +62,8 @@ class FakeProvider:
     def reset(self, default: str = "ok") -> None:
         self._script.clear()
         self.requests.clear()
+        self.connections.clear()
+        self.most_active = 0
         self.disconnects = 0
         self.default = default
 
@@ -77,9 +87,9 @@ class FakeProvider:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.keepalive_timeout)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls).start()
 
     async def _stop(self) -> None:
         if self._runner is not None:
@@ -88,6 +98,15 @@ class FakeProvider:
     # -- answers -------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.connections.add(request.transport.get_extra_info("peername")[1])
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            return await self._answer(request)
+        finally:
+            self.active -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append({"body": body, "headers": dict(request.headers), "at": time.monotonic()})
         behaviour = self._script.popleft() if self._script else self.default

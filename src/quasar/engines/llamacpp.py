@@ -26,10 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+import orjson
 
 from quasar.api.chat import ChatRequest
 from quasar.config import BUILTIN_MODEL, Deployment
+from quasar.engines.http import Pool
 from quasar.errors import (
     ConfigError,
     ContextLengthExceeded,
@@ -91,7 +92,7 @@ class LlamaCppEngine:
         self._key = secrets.token_urlsafe(32)
         self._executor = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix="llamacpp")
         self._in_flight = 0
-        self._http: aiohttp.ClientSession | None = None
+        self._http: Pool | None = None  # to the embedded listener, only to count prompt tokens
         self.fingerprint = ""
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -221,11 +222,15 @@ class LlamaCppEngine:
 
     async def count_prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
         if self._http is None:
-            self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self._key}"})
-        url = f"{self._server.listening_address}/v1/chat/completions/input_tokens"
-        async with self._http.post(url, json={"messages": messages}) as resp:
-            data = await resp.json()
-        if "input_tokens" not in data:
+            self._http = Pool(self._server.listening_address, limit=4)
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"}
+        prefix = self._http.prefix("/v1/chat/completions/input_tokens", headers)
+        resp = await self._http.post(prefix, orjson.dumps({"messages": messages}))
+        try:
+            data = orjson.loads(await resp.read())
+        finally:
+            resp.release()
+        if not isinstance(data, dict) or "input_tokens" not in data:
             raise EngineError("llama.cpp could not count the prompt's tokens")
         return int(data["input_tokens"])
 

@@ -1,6 +1,6 @@
 """Any OpenAI-compatible HTTP API (OpenAI, vLLM, llama.cpp's server, the seed providers).
 
-One pooled aiohttp session per upstream, keep-alive. Three timeouts per deployment: connect, first byte
+A keep-alive connection pool per upstream (engines/http.py). Three timeouts per deployment: connect, first byte
 (the response headers, and for a stream its first event) and between chunks of a stream; a whole
 non-streaming response is bounded by `timeout`. Stream events are passed on one by one as they arrive.
 Every failure leaves here as a quasar.errors.UpstreamError that keeps the upstream's status and message.
@@ -14,14 +14,15 @@ import email.utils
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from quasar.api.chat import ChatRequest
 from quasar.api.gateway import GATEWAY_FIELDS
 from quasar.config import Deployment
-from quasar.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
+from quasar.engines.http import ConnectError, HTTPError, Pool, Response
+from quasar.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamTimeout
 from quasar.providers import auth_headers, resolve_base_url
 
 ALL_CAPABILITIES = frozenset({"tools", "vision", "json_schema"})
@@ -31,25 +32,32 @@ _MAX_ERROR_BODY = 64 * 1024
 _MAX_EVENT = 16 * 1024 * 1024
 
 
-class _Pool:
-    """The session and load shared by an engine and its per-request credential views."""
+class _Upstream:
+    """The connection pools and load shared by an engine and its per-request credential views.
+
+    One pool per base URL: the deployment's, and any customer base URL (those are limited to
+    `router.allowed_hosts`, so the set stays small)."""
 
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
-        self.session: aiohttp.ClientSession | None = None
+        self.pools: dict[str, Pool] = {}
         self.in_flight = 0
 
-    def get(self) -> aiohttp.ClientSession:
-        if self.session is None:  # created on the event loop, on first use
+    def pool(self, base_url: str) -> Pool:
+        pool = self.pools.get(base_url)
+        if pool is None:
             d = self.deployment
-            connector = aiohttp.TCPConnector(limit=d.max_connections, ttl_dns_cache=300, keepalive_timeout=60)
-            self.session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=d.connect_timeout),
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-            )
-        return self.session
+            try:
+                pool = Pool(base_url, limit=d.max_connections, connect_timeout=d.connect_timeout)
+            except ValueError:
+                raise ConfigError(f"base_url {base_url!r} is not an http:// or https:// URL") from None
+            self.pools[base_url] = pool
+        return pool
+
+    async def close(self) -> None:
+        pools, self.pools = self.pools, {}
+        for pool in pools.values():
+            await pool.close()
 
 
 class OpenAIEngine:
@@ -60,10 +68,8 @@ class OpenAIEngine:
         self.context_length = deployment.context_length
         caps = deployment.capabilities
         self.capabilities = ALL_CAPABILITIES if caps is None else frozenset(caps)
-        self.base_url = resolve_base_url(deployment.provider, deployment.base_url)
-        self._api_key = deployment.api_key or ""
-        self._headers = {"Content-Type": "application/json", **auth_headers(deployment.provider, deployment.api_key)}
-        self._pool = _Pool(deployment)
+        self._upstream = _Upstream(deployment)
+        self._target(resolve_base_url(deployment.provider, deployment.base_url), deployment.api_key or "")
 
     @property
     def ready(self) -> bool:
@@ -71,24 +77,28 @@ class OpenAIEngine:
 
     @property
     def in_flight(self) -> int:
-        return self._pool.in_flight
+        return self._upstream.in_flight
 
     def load(self) -> None:
-        """Nothing to load: the session opens on first use, inside the event loop."""
+        """Nothing to load: connections open on first use, inside the event loop."""
 
     async def close(self) -> None:
-        session, self._pool.session = self._pool.session, None
-        if session is not None:
-            await session.close()
+        await self._upstream.close()
+
+    def _target(self, base_url: str, api_key: str) -> None:
+        """Point this engine (or a view of it) at `base_url` with `api_key`: its pool and request head."""
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._pool = self._upstream.pool(self.base_url)
+        parts = urlsplit(self.url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        headers = {"Content-Type": "application/json", **auth_headers(self.deployment.provider, api_key)}
+        self._prefix = self._pool.prefix(target, headers)
 
     def with_credentials(self, api_key: str | None, base_url: str | None) -> OpenAIEngine:
-        """A view of this engine that uses a customer's key (and base URL) for one request, same pool."""
+        """A view of this engine that uses a customer's key (and base URL) for one request."""
         view = copy.copy(self)
-        if base_url:
-            view.base_url = base_url.rstrip("/")
-        if api_key:
-            view._api_key = api_key
-            view._headers = {"Content-Type": "application/json", **auth_headers(self.deployment.provider, api_key)}
+        view._target(base_url or self.base_url, api_key or self._api_key)
         return view
 
     # -- requests ------------------------------------------------------------------------------
@@ -109,21 +119,23 @@ class OpenAIEngine:
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         data = self.payload(request, stream=False)
-        session = self._pool.get()
         limit = self.deployment.timeout
-        self._pool.in_flight += 1
+        self._upstream.in_flight += 1
         try:
             async with asyncio.timeout(limit):
-                async with session.post(self.url, data=data, headers=self._headers) as resp:
+                resp = await self._pool.post(self._prefix, data)
+                try:
                     raw = await resp.read()
-                    if resp.status >= 400:
-                        raise self._rejected(resp.status, raw, resp.headers)
+                finally:
+                    resp.release()
+            if resp.status >= 400:
+                raise self._rejected(resp.status, raw, resp.headers)
         except TimeoutError:
             raise UpstreamTimeout(f"{self.provider}: no complete response within {limit:g}s") from None
-        except aiohttp.ClientError as exc:
+        except HTTPError as exc:
             raise self._unreachable(exc) from None
         finally:
-            self._pool.in_flight -= 1
+            self._upstream.in_flight -= 1
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -134,20 +146,19 @@ class OpenAIEngine:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         data = self.payload(request, stream=True)
-        session = self._pool.get()
         d = self.deployment
-        self._pool.in_flight += 1
-        resp: aiohttp.ClientResponse | None = None
+        self._upstream.in_flight += 1
+        resp: Response | None = None
         reusable = False  # the connection may go back to the pool
         try:
             try:
                 async with asyncio.timeout(d.first_byte_timeout):
-                    resp = await session.post(self.url, data=data, headers=self._headers)
+                    resp = await self._pool.post(self._prefix, data)
                     if resp.status >= 400:
-                        raise self._rejected(resp.status, await resp.content.read(_MAX_ERROR_BODY), resp.headers)
+                        raise self._rejected(resp.status, await resp.read(_MAX_ERROR_BODY), resp.headers)
             except TimeoutError:
                 raise UpstreamTimeout(f"{self.provider}: no response within {d.first_byte_timeout:g}s") from None
-            except aiohttp.ClientError as exc:
+            except HTTPError as exc:
                 raise self._unreachable(exc) from None
             wait = d.first_byte_timeout
             finish_seen = False
@@ -155,11 +166,11 @@ class OpenAIEngine:
             while True:
                 try:
                     async with asyncio.timeout(wait):
-                        data = await resp.content.readany()  # whatever has arrived: often several events
+                        data = await resp.chunk()  # whatever has arrived: often several events
                 except TimeoutError:
                     raise UpstreamTimeout(f"{self.provider}: the stream stalled for more than {wait:g}s") from None
-                except aiohttp.ClientError as exc:
-                    raise UpstreamError(f"{self.provider}: the stream broke: {type(exc).__name__}") from None
+                except HTTPError as exc:
+                    raise UpstreamError(f"{self.provider}: the stream broke: {exc}") from None
                 if not data:
                     if not finish_seen:
                         raise UpstreamError(f"{self.provider}: the stream ended before [DONE]")
@@ -184,7 +195,7 @@ class OpenAIEngine:
                     reusable = await _drain(resp, d.chunk_timeout)
                     break
         finally:
-            self._pool.in_flight -= 1
+            self._upstream.in_flight -= 1
             if resp is not None:
                 if reusable:
                     resp.release()
@@ -221,17 +232,17 @@ class OpenAIEngine:
             retry_after=retry_after(headers),
         )
 
-    def _unreachable(self, exc: aiohttp.ClientError) -> UpstreamError:
-        kind = "connection failed" if isinstance(exc, aiohttp.ClientConnectionError) else "request failed"
-        return UpstreamError(f"{self.provider}: {kind}: {type(exc).__name__}")
+    def _unreachable(self, exc: HTTPError) -> UpstreamError:
+        kind = "connection failed" if isinstance(exc, ConnectError) else "request failed"
+        return UpstreamError(f"{self.provider}: {kind}: {exc}")
 
 
-async def _drain(resp: aiohttp.ClientResponse, wait: float) -> bool:
+async def _drain(resp: Response, wait: float) -> bool:
     """Read what follows [DONE] (the chunked terminator) so the connection can be reused."""
     try:
         async with asyncio.timeout(wait):
-            await resp.content.read()
-    except (TimeoutError, aiohttp.ClientError):
+            await resp.read()
+    except (TimeoutError, HTTPError):
         return False
     return True
 
