@@ -13,7 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quasar.store.schema import plain, request_log
 
-SQLITE_MAX_PARAMS = 32_000  # SQLite >= 3.32 allows 32,766 bound parameters in one statement
+# Rows per SQLite INSERT: 64, then the remainder's binary digits (32, 16, ... 1). Each distinct row count
+# is its own prepared statement in sqlite3's statement cache (128 kept); with every count up to the batch
+# size in use, that cache grew the process by up to ~100 MB under load. Now at most 7 are ever prepared.
+SQLITE_CHUNK = 64
 
 
 async def insert_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
@@ -28,12 +31,23 @@ async def insert_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
     # SQLite: one multi-row INSERT per chunk, as driver SQL, not executemany. The sqlite3 module gives up
     # and retakes the GIL around every row's step; on a busy event loop each retake waits out the switch
     # interval, and the writer fell to ~500 rows/s under load (a growing backlog of records).
-    per_statement = SQLITE_MAX_PARAMS // len(_COLUMNS)
     async with engine.begin() as conn:
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
+        for start, size in _chunks(len(rows)):
+            chunk = rows[start : start + size]
             params = tuple(_sqlite_value(name, row.get(name)) for row in chunk for name in _COLUMNS)
-            await conn.exec_driver_sql(_sqlite_insert(len(chunk)), params)
+            await conn.exec_driver_sql(_sqlite_insert(size), params)
+
+
+def _chunks(count: int) -> list[tuple[int, int]]:
+    """(start, size) pieces of `count` rows, every size one of 64, 32, 16, 8, 4, 2, 1."""
+    pieces, start, size = [], 0, SQLITE_CHUNK
+    while start < count:
+        if count - start >= size:
+            pieces.append((start, size))
+            start += size
+        else:
+            size //= 2
+    return pieces
 
 
 _COLUMNS = tuple(c.name for c in request_log.columns)
