@@ -1,14 +1,19 @@
 """Local engine through Quasar's HTTP API vs the same engine called in-process.
 
-Same model file, same llama.cpp parameters (slots, context, threads), same requests. Each side runs in
-its own process, one at a time, alternating for `--rounds` rounds; the medians are compared as ratios.
+Same model file, same llama.cpp parameters (slots, context, threads), same requests. Both sides are
+loaded once and stay up for the whole run: the in-process engine in a child process that runs batches
+on command, and `quasar serve` driven by an aiohttp client from this process. Batches alternate
+between the sides (which goes first alternates too), so each round's pair is measured seconds apart
+and drift in the machine's speed hits both alike; the report gives each side's median and the median
+of the per-round ratios and differences. Only one side works at a time; the idle one sleeps.
 
-    .venv/bin/python benchmarks/local_engine.py [--tokens 128] [--rounds 3] [--concurrency 1 4 8]
+    .venv/bin/python benchmarks/local_engine.py [--tokens 64] [--rounds 9] [--concurrency 1 4 8]
 
 Tokens/s is aggregate completion tokens over wall time at each concurrency (EOS is banned so every
 request generates exactly --tokens tokens). TTFT is the time from sending a request to its first
-content token, median over requests. Every concurrent client sends --requests-per-client requests in a
-row, each with its own prompt; both sides get one warm-up stream first.
+content token, median over a batch's requests. Every concurrent client sends --requests-per-client
+requests in a row; clients start --stagger-ms apart (0: all at once). In a round both sides get the same
+prompts, which neither has seen before (no prompt-cache hits); both get one warm-up stream first.
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ def summarize(measured: list[tuple[float, int]], wall: float) -> dict:
 # -- in-process: xllamacpp called directly, with the parameters Quasar's engine uses -----------------
 
 
-def run_inprocess(concurrency: list[int], tokens: int, per_client: int) -> dict:
+def inprocess_child() -> None:
+    """Load the engine, then run one batch per JSON line on stdin; print each result as a JSON line."""
+    from quasar.api.chat import ChatRequest
     from quasar.config import Deployment
     from quasar.engines.llamacpp import LlamaCppEngine
 
@@ -61,13 +68,9 @@ def run_inprocess(concurrency: list[int], tokens: int, per_client: int) -> dict:
     )
     engine.load()
     server = engine._server
-    from quasar.api.chat import ChatRequest
 
-    warm = engine.payload(ChatRequest.model_validate(request_body(999, 8)), stream=True)
-    server.handle_chat_completions(warm, lambda _chunk: False)  # both sides: one warm-up stream, not measured
-    results = {}
-
-    def one(i: int) -> tuple[float, int]:
+    def one(i: int, tokens: int, delay: float) -> tuple[float, int]:
+        time.sleep(delay)
         body = engine.payload(ChatRequest.model_validate(request_body(i, tokens)), stream=True)
         sent = time.perf_counter()
         first: list[float] = []
@@ -84,27 +87,53 @@ def run_inprocess(concurrency: list[int], tokens: int, per_client: int) -> dict:
         server.handle_chat_completions(body, on_chunk)
         return first[0], n[0]
 
-    def worker(i: int) -> list[tuple[float, int]]:
-        return [one(i * per_client + r) for r in range(per_client)]
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        job = json.loads(line)
+        c, per_client = job["c"], job["per_client"]
+        requests = [
+            (job["offset"] + k * per_client + r, job["tokens"], k * job["stagger"] if r == 0 else 0.0)
+            for k in range(c)
+            for r in range(per_client)
+        ]
 
-    for c in concurrency:
+        def worker(k: int, requests: list = requests, per_client: int = per_client) -> list[tuple[float, int]]:
+            return [one(*spec) for spec in requests[k * per_client : (k + 1) * per_client]]
+
         began = time.perf_counter()
         with ThreadPoolExecutor(max_workers=c) as pool:
             measured = [m for ms in pool.map(worker, range(c)) for m in ms]
-        results[c] = summarize(measured, time.perf_counter() - began)
-    return results
+        print(json.dumps(summarize(measured, time.perf_counter() - began)), flush=True)
+
+
+class InProcess:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--child", "inprocess"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert json.loads(self.proc.stdout.readline())["ready"]
+
+    def run(self, **job: float) -> dict:
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
 
 
 # -- through Quasar's HTTP API ----------------------------------------------------------------------
 
 
-async def run_http(url: str, concurrency: list[int], tokens: int, per_client: int) -> dict:
+async def run_http(url: str, c: int, tokens: int, per_client: int, offset: int, stagger: float) -> dict:
     import aiohttp
 
-    results = {}
     async with aiohttp.ClientSession() as session:
-        async with session.post(url, json=request_body(999, 8)) as resp:
-            await resp.read()  # warm-up stream, not measured
 
         async def one(i: int) -> tuple[float, int]:
             sent = time.perf_counter()
@@ -120,80 +149,84 @@ async def run_http(url: str, concurrency: list[int], tokens: int, per_client: in
                         n += 1
             return first, n
 
-        async def worker(i: int) -> list[tuple[float, int]]:
-            return [await one(i * per_client + r) for r in range(per_client)]
+        async def worker(k: int) -> list[tuple[float, int]]:
+            await asyncio.sleep(k * stagger)
+            return [await one(offset + k * per_client + r) for r in range(per_client)]
 
-        for c in concurrency:
-            began = time.perf_counter()
-            measured = [m for ms in await asyncio.gather(*(worker(i) for i in range(c))) for m in ms]
-            results[c] = summarize(measured, time.perf_counter() - began)
-    return results
-
-
-def http_side(concurrency: list[int], tokens: int, per_client: int) -> dict:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tests.server import quasar_server
-
-    config = (
-        "models:\n  - name: spark\n    deployments:\n      - engine: llamacpp\n"
-        f"        path: builtin:smollm2-135m-instruct\n        parallel: {PARALLEL}\n"
-        f"        context_length: {CONTEXT}\n"
-    )
-    with quasar_server(config) as srv:
-        return asyncio.run(run_http(srv.v1 + "/chat/completions", concurrency, tokens, per_client))
+        began = time.perf_counter()
+        measured = [m for ms in await asyncio.gather(*(worker(k) for k in range(c))) for m in ms]
+        return summarize(measured, time.perf_counter() - began)
 
 
-def child(mode: str, concurrency: list[int], tokens: int, per_client: int) -> dict:
-    flags = ["--tokens", str(tokens), "--requests-per-client", str(per_client)]
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, *flags, "--concurrency", *map(str, concurrency)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    return {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+QUASAR_CONFIG = (
+    "models:\n  - name: spark\n    deployments:\n      - engine: llamacpp\n"
+    f"        path: builtin:smollm2-135m-instruct\n        parallel: {PARALLEL}\n"
+    f"        context_length: {CONTEXT}\n"
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--requests-per-client", type=int, default=3, help="requests each client sends in a row")
-    parser.add_argument("--child", choices=["inprocess", "http"])
+    parser.add_argument("--requests-per-client", type=int, default=4, help="requests each client sends in a row")
+    parser.add_argument("--stagger-ms", type=float, default=0.0, help="delay between the clients' first requests")
+    parser.add_argument("--child", choices=["inprocess"])
     args = parser.parse_args()
     if args.child == "inprocess":
-        print(json.dumps(run_inprocess(args.concurrency, args.tokens, args.requests_per_client)))
+        inprocess_child()
         return
-    if args.child == "http":
-        print(json.dumps(http_side(args.concurrency, args.tokens, args.requests_per_client)))
-        return
+    from tests.server import quasar_server
 
-    rounds: dict[str, list[dict]] = {"inprocess": [], "http": []}
-    for r in range(args.rounds):
-        for mode in ("inprocess", "http"):
-            rounds[mode].append(child(mode, args.concurrency, args.tokens, args.requests_per_client))
-            print(f"round {r + 1} {mode}: {rounds[mode][-1]}", file=sys.stderr)
-
+    stagger = args.stagger_ms / 1000
+    results: dict[tuple[str, int], list[dict]] = {}
+    inprocess = InProcess()
+    try:
+        with quasar_server(QUASAR_CONFIG) as srv:
+            url = srv.v1 + "/chat/completions"
+            sides = {
+                "inprocess": lambda **job: inprocess.run(**job),
+                "http": lambda **job: asyncio.run(
+                    run_http(url, job["c"], job["tokens"], job["per_client"], job["offset"], job["stagger"])
+                ),
+            }
+            for side in sides.values():  # warm-up, not measured
+                side(c=1, tokens=8, per_client=1, offset=len(PROMPTS) - 1, stagger=0)
+            offset = 0
+            for r in range(args.rounds):
+                for c in args.concurrency:
+                    job = {"c": c, "tokens": args.tokens, "per_client": args.requests_per_client, "offset": offset}
+                    offset += c * args.requests_per_client
+                    order = ("inprocess", "http") if r % 2 == 0 else ("http", "inprocess")
+                    for name in order:
+                        results[(name, c)] = [*results.get((name, c), []), sides[name](**job, stagger=stagger)]
+                    ip, ht = results[("inprocess", c)][-1], results[("http", c)][-1]
+                    print(
+                        f"round {r + 1} c={c}: tok/s {ip['tok_s']:.1f} / {ht['tok_s']:.1f}, "
+                        f"TTFT {ip['ttft_ms']:.1f} / {ht['ttft_ms']:.1f} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    finally:
+        inprocess.close()
     print(
-        f"\nSmolLM2-135M Q4_1, {PARALLEL} slots, context {CONTEXT}, {os.cpu_count()} threads, "
-        f"{args.tokens} tokens per request, median of {args.rounds} rounds\n"
+        f"\nSmolLM2-135M Q4_1, {PARALLEL} slots, context {CONTEXT}, {os.cpu_count()} threads, {args.tokens} tokens "
+        f"per request, {args.requests_per_client} per client, clients {args.stagger_ms:g} ms apart, "
+        f"{args.rounds} rounds\n"
     )
     print(
-        "| concurrency | in-process tok/s | Quasar HTTP tok/s | ratio "
-        "| in-process TTFT ms | HTTP TTFT ms | added TTFT ms |"
+        "| concurrency | in-process tok/s | Quasar HTTP tok/s | ratio (median of rounds) "
+        "| in-process TTFT ms | HTTP TTFT ms | added TTFT ms (median of rounds) |"
     )
     print("|---|---|---|---|---|---|---|")
     for c in args.concurrency:
-        ip_tok = statistics.median(r[c]["tok_s"] for r in rounds["inprocess"])
-        http_tok = statistics.median(r[c]["tok_s"] for r in rounds["http"])
-        ip_ttft = statistics.median(r[c]["ttft_ms"] for r in rounds["inprocess"])
-        http_ttft = statistics.median(r[c]["ttft_ms"] for r in rounds["http"])
-        print(
-            f"| {c} | {ip_tok:.1f} | {http_tok:.1f} | {http_tok / ip_tok:.3f} | {ip_ttft:.1f} | {http_ttft:.1f} "
-            f"| {http_ttft - ip_ttft:+.1f} |"
-        )
+        ip, ht = results[("inprocess", c)], results[("http", c)]
+        ratio = statistics.median(h["tok_s"] / i["tok_s"] for i, h in zip(ip, ht, strict=True))
+        added = statistics.median(h["ttft_ms"] - i["ttft_ms"] for i, h in zip(ip, ht, strict=True))
+        tok = [statistics.median(x["tok_s"] for x in side) for side in (ip, ht)]
+        ttft = [statistics.median(x["ttft_ms"] for x in side) for side in (ip, ht)]
+        print(f"| {c} | {tok[0]:.1f} | {tok[1]:.1f} | {ratio:.3f} | {ttft[0]:.1f} | {ttft[1]:.1f} | {added:+.1f} |")
 
 
 if __name__ == "__main__":
