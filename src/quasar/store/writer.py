@@ -29,6 +29,7 @@ class Loggable(Protocol):
 
 INSERT_TIMEOUT_S = 15.0
 MAX_BACKOFF_S = 2.0
+ROW_SLICE = 64
 
 
 class LogWriter:
@@ -86,7 +87,7 @@ class LogWriter:
             while self._buffer:
                 batch = [self._buffer.popleft() for _ in range(min(self.batch_rows, len(self._buffer)))]
                 try:
-                    await self._insert([item.row() for item in batch])
+                    await self._insert(await _rows(batch))
                 except BaseException:
                     self._buffer.extendleft(reversed(batch))
                     raise
@@ -128,3 +129,14 @@ class LogWriter:
             log.warning("quasar: request log: %d rows spooled to %s", len(self._buffer), self.spool.directory)
             self._spill()
         self.spool.release()
+
+
+async def _rows(batch: list[Loggable]) -> list[dict[str, Any]]:
+    """The batch's rows, made ROW_SLICE at a time with the event loop let run in between: 500 rows
+    made at once held the loop for ~10 ms, which requests saw as their p99."""
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(batch), ROW_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        rows.extend(item.row() for item in batch[start : start + ROW_SLICE])
+    return rows
