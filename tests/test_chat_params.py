@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import httpx2 as httpx
 import jsonschema
@@ -192,6 +193,17 @@ def test_client_request_id_is_kept(server: Running) -> None:
         timeout=60,
     )
     assert r.headers["x-request-id"] == "my-trace-42"
+
+
+def test_request_ids_are_unique_and_sort_by_time(server: Running) -> None:
+    ids = [
+        httpx.post(server.url + "/v1/chat/completions", json={"model": "x", "messages": ASK}, timeout=60).headers[
+            "x-request-id"
+        ]
+        for _ in range(5)
+    ]
+    assert all(re.fullmatch(r"req_[0-9a-f]{32}", i) for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == 5
 
 
 def test_logprobs_without_top_logprobs(server: Running) -> None:

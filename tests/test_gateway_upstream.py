@@ -237,3 +237,18 @@ def test_events_split_across_reads_are_reassembled(gw: Running, sdk: openai.Open
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from a"
     assert chunks[-1].usage.prompt_tokens == 1000
     assert len(fakes[0].requests) == 1
+
+
+def test_each_event_reaches_the_client_when_it_arrives(gw: Running, fakes) -> None:
+    """Quasar joins the writes of one loop turn into one send; an event is never held past its turn."""
+    a, _ = fakes
+    a.script("stall:1.5")  # one content chunk, 1.5 s of nothing, then the rest
+    started = time.monotonic()
+    with httpx.stream(
+        "POST", f"{gw.v1}/chat/completions", json={"model": "patient", "messages": HI, "stream": True}, timeout=20
+    ) as resp:
+        arrivals = [(time.monotonic() - started, line) for line in resp.iter_lines() if line.startswith("data: {")]
+    first_at, first = arrivals[0]
+    assert orjson.loads(first[6:])["choices"][0]["delta"]["content"] == "Hello"
+    assert first_at < 1.0  # not held until the stall ends
+    assert arrivals[-1][0] >= 1.5

@@ -53,6 +53,7 @@ def serve(
 ) -> None:
     """Serve the OpenAI-compatible API."""
     from quasar.server import create_app
+    from quasar.server.protocol import CorkedHttpToolsProtocol
 
     host = host or os.environ.get("QUASAR_HOST") or "127.0.0.1"
     port = port or int(os.environ.get("QUASAR_PORT") or 8000)
@@ -88,9 +89,10 @@ def serve(
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=CorkedHttpToolsProtocol,
         log_level=log_level,
         access_log=False,
+        proxy_headers=False,  # Quasar reads no client address; skips a middleware on every request
         timeout_graceful_shutdown=10,
     )
     _listening_server(config_, application.state.serving.set).run()

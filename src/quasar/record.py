@@ -6,7 +6,6 @@ each attempt did and what it cost come from its routing Trace when the record fi
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -17,6 +16,7 @@ from quasar.api.chat import ChatRequest, Message
 from quasar.api.gateway import GatewayOptions
 from quasar.config import Price
 from quasar.cost import cost_of, price_version
+from quasar.ids import sortable_id
 from quasar.trace import Trace
 
 
@@ -24,7 +24,7 @@ from quasar.trace import Trace
 class RequestRecord:
     request_id: str
     stream: bool = False
-    id: str = field(default_factory=lambda: os.urandom(16).hex())
+    id: str = field(default_factory=sortable_id)
     created: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
     key_id: str | None = None

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from quasar import __version__
 from quasar.api.chat import ChatRequest
@@ -43,8 +43,19 @@ def build_models(settings: Settings) -> dict[str, ModelEntry]:
 class QuasarApp(FastAPI):
     """FastAPI, with the chat POSTs answered in front of its middleware stack (server/fastpath.py)."""
 
+    fast_path: ChatFastPath | None = None
+
     def build_middleware_stack(self) -> ASGIApp:
-        return ChatFastPath(super().build_middleware_stack(), self.state.settings.server.max_body_bytes)
+        self.fast_path = ChatFastPath(super().build_middleware_stack(), self.state.settings.server.max_body_bytes)
+        return self.fast_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast_path = self.fast_path
+        if fast_path is not None and fast_path.handles(scope):
+            scope["app"] = self
+            await fast_path.chat(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | None = None) -> FastAPI:

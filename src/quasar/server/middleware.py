@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quasar.errors import PayloadTooLarge
+from quasar.ids import sortable_id
 
 
 class RequestId:
@@ -27,7 +27,7 @@ class RequestId:
                 request_id = value.decode("latin-1")[:128]
                 break
         if not request_id:
-            request_id = f"req_{os.urandom(16).hex()}"
+            request_id = f"req_{sortable_id()}"
         scope.setdefault("state", {})["request_id"] = request_id
         raw_id = request_id.encode("latin-1")
 
