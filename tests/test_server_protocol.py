@@ -1,7 +1,8 @@
 """The corked transport under Quasar's HTTP protocol.
 
-Writes made in one turn of the event loop must leave as one send; nothing may wait past its turn; a
-close sends what is pending first; an abort drops it. The transport underneath records its sends
+A turn's first two writes (a response head and its first body part) must leave together at once, the
+turn's other writes together when it ends, nothing later than its turn; a close sends what is
+pending first; an abort drops it. The transport underneath records its sends
 (what reaches the socket), and one test runs over a real loopback socket.
 """
 
@@ -37,19 +38,24 @@ class Sends:
         return f"extra:{name}"
 
 
-def test_writes_in_one_turn_leave_in_one_send_at_the_end_of_the_turn() -> None:
+def test_a_head_and_its_body_leave_in_one_send_and_the_rest_of_the_turn_in_another() -> None:
     async def main() -> None:
         under = Sends()
         corked = CorkedTransport(under, asyncio.get_running_loop())  # type: ignore[arg-type]
-        corked.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
-        corked.write(b"hello")
+        corked.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        assert under.sends == []  # the head waits for its first body part
+        corked.write(b"data: 1\n\n")
+        assert under.sends == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\ndata: 1\n\n"]
+        corked.write(b"data: 2\n\n")
         corked.write(b"")
-        assert under.sends == []  # still in the turn that wrote
+        corked.write(b"data: [DONE]\n\n")
+        assert len(under.sends) == 1  # held until the turn ends
         await asyncio.sleep(0)
-        assert under.sends == [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"]
-        corked.write(b"data: 1\n\n")  # a later turn's write is its own send, sent with that turn
+        assert under.sends[1:] == [b"data: 2\n\ndata: [DONE]\n\n"]
+        corked.write(b"data: 3\n\n")  # a later turn's lone write leaves when that turn ends
+        assert len(under.sends) == 2
         await asyncio.sleep(0)
-        assert under.sends[1:] == [b"data: 1\n\n"]
+        assert under.sends[2:] == [b"data: 3\n\n"]
         assert corked.get_extra_info("peername") == "extra:peername"
 
     asyncio.run(main())

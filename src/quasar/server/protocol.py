@@ -1,11 +1,13 @@
-"""uvicorn's httptools protocol, sending the writes of one event-loop turn as one.
+"""uvicorn's httptools protocol, with fewer sends per response.
 
 uvicorn writes a response's status line and headers, each body chunk and the chunked-encoding
 terminator as separate `transport.write` calls, and uvloop sends each at once: two sends for a JSON
 answer, one per event plus one more for a stream. On loopback each send also wakes the peer, and a
-send is a large part of a gateway request's CPU. Here writes made during one turn of the event loop
-are joined and sent when the turn ends, so a JSON answer is one send and a burst of stream events
-that arrived together from an upstream leaves together. Nothing waits longer than the current turn.
+send is a large part of a gateway request's CPU. Here the first write of an event-loop turn is held:
+the second write of the turn (a head's first body part) sends both at once, and whatever else the
+turn writes (events that arrived together from an upstream, a stream's end) leaves in one send when
+the turn ends. A JSON answer is one send, the first event of a stream leaves with the head, and no
+write waits longer than the turn that made it.
 """
 
 from __future__ import annotations
@@ -17,19 +19,27 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class CorkedTransport:
-    """A transport whose writes within one loop turn go out in one send at the turn's end."""
+    """A transport sending a turn's first two writes together, and the turn's other writes at its end."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self._turn_writes = 0  # writes in this loop turn; 0: no turn-end flush scheduled
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        if not self._pending:
-            self._loop.call_soon(self.flush)
+        if not self._turn_writes:
+            self._loop.call_soon(self._end_turn)
         self._pending.append(bytes(data))
+        self._turn_writes += 1
+        if self._turn_writes == 2:
+            self.flush()
+
+    def _end_turn(self) -> None:
+        self._turn_writes = 0
+        self.flush()
 
     def writelines(self, lines: Any) -> None:
         for data in lines:
