@@ -1,6 +1,6 @@
 """Gateway pass-through benchmark: Quasar and LiteLLM's proxy in front of the same zero-delay upstream.
 
-    .venv/bin/python benchmarks/gateway.py [--duration 8] [--litellm benchmarks/.work/litellm-venv/bin/litellm]
+    .venv/bin/python benchmarks/gateway.py [--rounds 3] [--duration 5] [--litellm PATH]
 
 Needs `wrk` (apt-get install -y wrk). LiteLLM's proxy goes in its own venv:
     python3.11 -m venv benchmarks/.work/litellm-venv
@@ -8,9 +8,12 @@ Needs `wrk` (apt-get install -y wrk). LiteLLM's proxy goes in its own venv:
 
 For each target (the upstream itself, Quasar, LiteLLM with one worker) and each mode (plain JSON and
 streaming) wrk measures latency at concurrency 1, 10 and 64; "added" is the gateway's p50/p99 minus the
-upstream's own at the same concurrency. Time to first token at concurrency 1 is measured separately
-with an aiohttp client reading the first SSE event, and each process's resident memory is read at rest
-and after its runs. Results are printed as Markdown.
+upstream's own at the same concurrency. Every cell runs --rounds times, the targets taking turns (their
+order reversed every other round), and the report gives each cell's medians: the machine's speed
+drifts, and this way the drift hits every target alike. Time to first token at concurrency 1 is
+measured separately with an aiohttp client reading the first SSE event, the targets taking turns
+request by request, and each process's resident memory is read at rest and after all the runs.
+Results are printed as Markdown.
 """
 
 from __future__ import annotations
@@ -154,21 +157,29 @@ def wrk(url: str, body: bytes, concurrency: int, duration: int, tmp: Path) -> di
     return {"p50": pct("50"), "p99": pct("99"), "rps": float(rps.group(1)) if rps else 0.0, "errors": errors}
 
 
-async def ttft(url: str, body: bytes, n: int) -> float:
-    """Median milliseconds from sending a streamed request to its first SSE event, one at a time."""
+async def ttft(urls: dict[str, str], body: bytes, n: int) -> dict[str, float]:
+    """Median milliseconds from sending a streamed request to its first SSE event, one at a time, the
+    targets taking turns request by request (so drift in the machine's speed hits them alike)."""
     import aiohttp
 
-    samples = []
+    samples: dict[str, list[float]] = {name: [] for name in urls}
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
     async with aiohttp.ClientSession() as session:
         for i in range(n + 20):
-            started = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as resp:
-                await resp.content.readline()
-                if i >= 20:  # warm-up excluded
-                    samples.append((time.perf_counter() - started) * 1000)
-                await resp.read()
-    return statistics.median(samples)
+            for name, url in urls.items():
+                started = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.content.readline()
+                    if i >= 20:  # warm-up excluded
+                        samples[name].append((time.perf_counter() - started) * 1000)
+                    await resp.read()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """One cell over its rounds: the median of each latency and rate, the sum of the errors."""
+    cell = {key: statistics.median(r[key] for r in runs) for key in ("p50", "p99", "rps")}
+    return {**cell, "errors": sum(r["errors"] for r in runs)}
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -176,7 +187,8 @@ async def ttft(url: str, body: bytes, n: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every cell, targets alternating")
     parser.add_argument("--ttft-requests", type=int, default=300)
     parser.add_argument("--litellm", default=str(WORK / "litellm-venv" / "bin" / "litellm"))
     parser.add_argument("--targets", default="upstream,quasar,litellm", help="comma-separated subset to run")
@@ -207,9 +219,7 @@ def main() -> None:
     wanted = set(args.targets.split(","))
     modes = args.modes.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]
-    results: dict[tuple[str, str, int], dict[str, float]] = {}
     ttfts: dict[str, float] = {}
-    memory: dict[str, list[float]] = {}
     with contextlib.ExitStack() as stack:
         procs = {
             "upstream": stack.enter_context(
@@ -223,20 +233,28 @@ def main() -> None:
             targets["litellm"] = f"http://127.0.0.1:{lp}/v1/chat/completions"
         time.sleep(2)
         memory = {name: [rss_mb(proc)] for name, proc in procs.items()}
-        for name, url in targets.items():
-            if name not in wanted:
-                continue
+        names = [name for name in targets if name in wanted]
+        bodies = {
+            mode: orjson.dumps({"model": "bench", "messages": MESSAGES, "stream": mode == "stream"}) for mode in modes
+        }
+        for name in names:  # warm-up, not measured
             for mode in modes:
-                body = orjson.dumps({"model": "bench", "messages": MESSAGES, "stream": mode == "stream"})
-                wrk(url, body, 4, 2, tmp)  # warm-up
+                wrk(targets[name], bodies[mode], 4, 2, tmp)
+        runs: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+        for r in range(args.rounds):
+            for mode in modes:
                 for c in levels:
-                    results[(name, mode, c)] = wrk(url, body, c, args.duration, tmp)
-                    print(name, mode, c, results[(name, mode, c)], flush=True)
-            if args.ttft_requests:
-                body = orjson.dumps({"model": "bench", "messages": MESSAGES, "stream": True})
-                ttfts[name] = asyncio.run(ttft(url, body, args.ttft_requests))
+                    for name in names if r % 2 == 0 else names[::-1]:
+                        run = wrk(targets[name], bodies[mode], c, args.duration, tmp)
+                        runs.setdefault((name, mode, c), []).append(run)
+                        print(f"round {r + 1}", name, mode, c, run, flush=True)
+        results = {cell: median_run(cell_runs) for cell, cell_runs in runs.items()}
+        if args.ttft_requests:
+            body = orjson.dumps({"model": "bench", "messages": MESSAGES, "stream": True})
+            ttfts = asyncio.run(ttft({name: targets[name] for name in names}, body, args.ttft_requests))
+        for name in names:
             memory[name].append(rss_mb(procs[name]))
-    print(report(results, ttfts, memory, [n for n in targets if n in wanted], modes, levels))
+    print(report(results, ttfts, memory, names, modes, levels))
 
 
 def report(
