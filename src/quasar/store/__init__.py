@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from quasar.config import StoreConfig
 from quasar.store import migrate
 from quasar.store.database import DatabaseURL, create_engine, parse_database_url
+from quasar.store.logs import SqliteLog, insert_rows
 from quasar.store.spool import Spool
 from quasar.store.writer import LogWriter
 
@@ -23,8 +25,10 @@ class Store:
         self.config = config
         self.url: DatabaseURL = parse_database_url(config.url)
         self.engine: AsyncEngine = create_engine(self.url)
+        sqlite_path = self.url.sqlite_path
+        self.sqlite_log = SqliteLog(sqlite_path) if sqlite_path is not None else None
         self.writer = LogWriter(
-            self.engine,
+            self.sqlite_log.insert if self.sqlite_log else functools.partial(insert_rows, self.engine),
             Spool(self.spool_dir()),
             batch_rows=config.batch_rows,
             buffer_rows=config.buffer_rows,
@@ -44,4 +48,6 @@ class Store:
 
     async def close(self, timeout: float = 5.0) -> None:
         await self.writer.close(timeout)
+        if self.sqlite_log is not None:
+            await self.sqlite_log.close()
         await self.engine.dispose()

@@ -11,11 +11,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from quasar.store.logs import insert_rows
 from quasar.store.spool import Spool
 
 log = logging.getLogger("quasar.store")
@@ -34,9 +32,15 @@ ROW_SLICE = 64
 
 class LogWriter:
     def __init__(
-        self, engine: AsyncEngine, spool: Spool, *, batch_rows: int, buffer_rows: int, flush_seconds: float
+        self,
+        insert: Callable[[list[dict[str, Any]]], Awaitable[None]],
+        spool: Spool,
+        *,
+        batch_rows: int,
+        buffer_rows: int,
+        flush_seconds: float,
     ) -> None:
-        self.engine = engine
+        self.insert = insert  # one batch in one transaction; a row already stored is skipped
         self.spool = spool
         self.batch_rows = batch_rows
         self.buffer_rows = buffer_rows
@@ -113,7 +117,7 @@ class LogWriter:
                     await self._insert(rows[start : start + self.batch_rows])
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
-        await asyncio.wait_for(insert_rows(self.engine, rows), INSERT_TIMEOUT_S)
+        await asyncio.wait_for(self.insert(rows), INSERT_TIMEOUT_S)
         self.written += len(rows)
 
     async def close(self, timeout: float) -> None:
