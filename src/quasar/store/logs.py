@@ -45,6 +45,8 @@ class SqliteLog:
 
     One multi-row INSERT per chunk, not executemany: the sqlite3 module gives up and retakes the GIL
     around every row's step, and each retake can wait out the 5 ms switch interval on a busy process.
+    The statements' parameters are made on the event loop: Python work on this thread would hold the
+    GIL against the loop, which then waits out the switch interval itself.
     """
 
     def __init__(self, path: Path) -> None:
@@ -55,9 +57,16 @@ class SqliteLog:
     async def insert(self, rows: list[dict[str, Any]]) -> None:
         """Insert rows in one transaction; a row already there (same id) is skipped, so a retry is safe."""
         if rows:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._insert, rows)
+            statements = [
+                (
+                    _sqlite_insert(size),
+                    tuple(_sqlite_value(n, row.get(n)) for row in rows[start : start + size] for n in _COLUMNS),
+                )
+                for start, size in _chunks(len(rows))
+            ]
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._execute, statements)
 
-    def _insert(self, rows: list[dict[str, Any]]) -> None:
+    def _execute(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
         if self._conn is None:
             self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -65,10 +74,8 @@ class SqliteLog:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for start, size in _chunks(len(rows)):
-                chunk = rows[start : start + size]
-                params = tuple(_sqlite_value(name, row.get(name)) for row in chunk for name in _COLUMNS)
-                conn.execute(_sqlite_insert(size), params)
+            for sql, params in statements:
+                conn.execute(sql, params)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
