@@ -15,11 +15,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from quasar import __version__
+from quasar import __version__, sched
 from quasar.api.chat import ChatRequest
 from quasar.api.gateway import GenerateRequest
 from quasar.config import Settings
 from quasar.engines.factory import build_engine
+from quasar.engines.llamacpp import LlamaCppEngine
 from quasar.errors import InvalidRequest, MethodNotAllowed, NotFound, QuasarError
 from quasar.server import accounting
 from quasar.server.admin import router as admin_router
@@ -76,6 +77,9 @@ def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | N
                     if on_load_failure is not None:
                         on_load_failure(str(exc))
                     return
+        if any(isinstance(engine, LlamaCppEngine) for entry in models.values() for _, engine in entry.deployments):
+            # llama.cpp's threads fill every core; the loop must not wait out their slices (sched.py)
+            sched.shorten_slice()
         # Everything alive now lives as long as the process: keep it out of the cyclic collector's full
         # passes, which otherwise paused the loop for 40-70 ms every few seconds under load (gc callbacks).
         gc.freeze()

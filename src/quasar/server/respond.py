@@ -6,7 +6,9 @@ admits the request against limits and budgets first, and sees every chunk that r
 
 from __future__ import annotations
 
-from starlette.responses import Response, StreamingResponse
+import contextlib
+
+from starlette.responses import Response
 
 from quasar.api.chat import ChatRequest
 from quasar.auth import Principal
@@ -34,7 +36,10 @@ async def respond(
             return JSON(result, headers={**trace.headers(), **limit_headers, **cache_headers})
         chunks = meter.watch(record, service.stream(body, principal, trace))
         try:
-            first = await anext(chunks)
+            first = [await anext(chunks)]
+            if sse.role_only(first[0]):  # llama.cpp sends the role alone, its first token right behind it
+                with contextlib.suppress(StopAsyncIteration):
+                    first.append(await anext(chunks))
         except BaseException:
             await chunks.aclose()
             raise
@@ -42,5 +47,4 @@ async def respond(
         if trace.attempts:  # an error after routing says what was tried, too
             exc.headers = {**trace.headers(), **limit_headers, **exc.headers}
         raise
-    headers = {**sse.HEADERS, **trace.headers(), **limit_headers}
-    return StreamingResponse(sse.frame(first, chunks), media_type="text/event-stream", headers=headers)
+    return sse.EventStream(first, chunks, headers={**trace.headers(), **limit_headers})

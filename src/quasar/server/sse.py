@@ -1,7 +1,12 @@
-"""Server-sent events framing for chat streams.
+"""Server-sent events for chat streams: the framing and the response.
 
 A stream ends with `data: [DONE]` only when it succeeded. A failure after the first chunk sends one
 `data: {"error": ...}` event and ends without [DONE], so no client mistakes it for a complete answer.
+
+The response sends its head and first event from the request's own task, at once. Starlette's
+StreamingResponse starts them from a new task inside an anyio task group (which also watches for the
+client going away), one loop turn and the group's set-up later; a local model's first token waited
+on that.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from quasar.errors import EngineError, QuasarError
 
@@ -23,9 +30,46 @@ def event(payload: Any) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-async def frame(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+def role_only(chunk: dict[str, Any]) -> bool:
+    """A chunk that only says who speaks: no text, no tool call, no finish, no usage."""
+    choices = chunk.get("choices")
+    return (
+        bool(choices)
+        and not chunk.get("usage")
+        and all(
+            c.get("finish_reason") is None
+            and not c.get("logprobs")
+            and not any(value for key, value in (c.get("delta") or {}).items() if key != "role")
+            for c in choices
+        )
+    )
+
+
+class EventStream(StreamingResponse):
+    """text/event-stream whose head and first events leave before the rest is streamed."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, first: list[dict[str, Any]], rest: AsyncIterator[dict[str, Any]], headers: dict[str, str]
+    ) -> None:
+        super().__init__(frame(rest), headers={**HEADERS, **headers})
+        self.first = b"".join(event(chunk) for chunk in first)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.first, "more_body": True})
+        await super().__call__(scope, receive, send)  # the rest, while watching for a disconnect
+
+    async def stream_response(self, send: Send) -> None:
+        async for chunk in self.body_iterator:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def frame(rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """The events after the first: each chunk, then [DONE], or an error event and no [DONE]."""
     try:
-        yield event(first)
         async for chunk in rest:
             yield event(chunk)
     except QuasarError as exc:
