@@ -1,8 +1,7 @@
 """The corked transport under Quasar's HTTP protocol.
 
-A turn's first two writes (a response head and its first body part) must leave together at once, the
-turn's other writes together when it ends, nothing later than its turn; a close sends what is
-pending first; an abort drops it. The transport underneath records its sends
+A response head and its first body part must leave together at once, other writes together when their
+loop turn ends, nothing later than its turn; a close sends what is pending first; an abort drops it. The transport underneath records its sends
 (what reaches the socket), and one test runs over a real loopback socket.
 """
 
@@ -56,6 +55,10 @@ def test_a_head_and_its_body_leave_in_one_send_and_the_rest_of_the_turn_in_anoth
         assert len(under.sends) == 2
         await asyncio.sleep(0)
         assert under.sends[2:] == [b"data: 3\n\n"]
+        corked.write(b"HTTP/1.1 204 No Content\r\n\r\n")  # a head with no body leaves when its turn ends
+        assert len(under.sends) == 3
+        await asyncio.sleep(0)
+        assert under.sends[3:] == [b"HTTP/1.1 204 No Content\r\n\r\n"]
         assert corked.get_extra_info("peername") == "extra:peername"
 
     asyncio.run(main())

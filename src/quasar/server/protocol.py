@@ -3,11 +3,12 @@
 uvicorn writes a response's status line and headers, each body chunk and the chunked-encoding
 terminator as separate `transport.write` calls, and uvloop sends each at once: two sends for a JSON
 answer, one per event plus one more for a stream. On loopback each send also wakes the peer, and a
-send is a large part of a gateway request's CPU. Here the first write of an event-loop turn is held:
-the second write of the turn (a head's first body part) sends both at once, and whatever else the
-turn writes (events that arrived together from an upstream, a stream's end) leaves in one send when
-the turn ends. A JSON answer is one send, the first event of a stream leaves with the head, and no
-write waits longer than the turn that made it.
+send is a large part of a gateway request's CPU. Here a response's head waits for its first body part
+and leaves with it at once; any other write waits for the end of the event-loop turn that made it, so
+the events that arrived together from an upstream, and a stream's end, leave in one send. A JSON
+answer is one send, a stream's first event leaves with its head, and no write waits longer than the
+turn that made it. (A head is told by its status line; a body that happened to begin with one would
+only wait for the turn's end.)
 """
 
 from __future__ import annotations
@@ -19,26 +20,29 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class CorkedTransport:
-    """A transport sending a turn's first two writes together, and the turn's other writes at its end."""
+    """A transport sending a head with the write after it, and other writes at the end of their turn."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
-        self._turn_writes = 0  # writes in this loop turn; 0: no turn-end flush scheduled
+        self._flush_scheduled = False
+        self._head_waiting = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        if not self._turn_writes:
-            self._loop.call_soon(self._end_turn)
         self._pending.append(bytes(data))
-        self._turn_writes += 1
-        if self._turn_writes == 2:
-            self.flush()
+        if self._head_waiting:
+            self.flush()  # a head and its first body part
+            return
+        self._head_waiting = data[:7] == b"HTTP/1."
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._end_turn)
 
     def _end_turn(self) -> None:
-        self._turn_writes = 0
+        self._flush_scheduled = False
         self.flush()
 
     def writelines(self, lines: Any) -> None:
@@ -46,6 +50,7 @@ class CorkedTransport:
             self.write(data)
 
     def flush(self) -> None:
+        self._head_waiting = False
         if not self._pending:
             return
         pending, self._pending = self._pending, []
