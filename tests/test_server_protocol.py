@@ -1,8 +1,9 @@
 """The corked transport under Quasar's HTTP protocol.
 
 A response head and its first body part must leave together at once, other writes together when their
-loop turn ends, nothing later than its turn; a close sends what is pending first; an abort drops it. The transport underneath records its sends
-(what reaches the socket), and one test runs over a real loopback socket.
+loop turn ends, nothing later than its turn; a close sends what is pending first; an abort drops it.
+The transport underneath records its sends (what reaches the socket), and one test runs over a real
+loopback socket.
 """
 
 from __future__ import annotations
