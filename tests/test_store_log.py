@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
+import time
 import uuid
 
 import httpx2 as httpx
@@ -177,3 +179,21 @@ def test_no_secret_in_any_log_line_or_table(store_server: Running) -> None:
     for text in (store_server.log(), table_dump(database_url(store_server))):
         for secret in (PLANTED_PROVIDER_KEY, PLANTED_CUSTOMER_SECRET, MASTER):
             assert secret not in text
+
+
+def test_a_sqlite_file_locked_for_a_while_delays_rows_but_loses_none(store_server: Running) -> None:
+    """Another process writing the database (a backup, `quasar keys create`) makes the log wait, not drop."""
+    path = database_url(store_server).removeprefix("sqlite:///")
+    ids = [new_id() for _ in range(3)]
+    lock = sqlite3.connect(path, isolation_level=None)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        for request_id in ids:
+            assert post(store_server, chat_body(), request_id).status_code == 200
+        time.sleep(1.0)  # the writer (every 0.2 s) has tried by now and waits on the lock
+        marks = ",".join("?" * len(ids))
+        assert lock.execute(f"SELECT count(*) FROM request_log WHERE request_id IN ({marks})", ids).fetchone()[0] == 0
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert set(rows_by_request(store_server, ids)) == set(ids)
