@@ -92,6 +92,14 @@ def serve_upstream(port: int) -> None:
 # -- processes -----------------------------------------------------------------------------------
 
 
+def quasar_config(upstream_port: int) -> str:
+    """Quasar's config: the model `bench` on the fake upstream."""
+    return (
+        "models:\n  - name: bench\n    deployments:\n"
+        f"      - {{engine: openai, provider: vllm, base_url: 'http://127.0.0.1:{upstream_port}/v1', api_key: sk-up}}\n"
+    )
+
+
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -204,10 +212,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-", dir=WORK))
     up, qp, lp = free_port(), free_port(), free_port()
-    (tmp / "quasar.yaml").write_text(
-        "models:\n  - name: bench\n    deployments:\n"
-        f"      - {{engine: openai, provider: vllm, base_url: 'http://127.0.0.1:{up}/v1', api_key: sk-up}}\n"
-    )
+    (tmp / "quasar.yaml").write_text(quasar_config(up))
     (tmp / "litellm.yaml").write_text(
         "model_list:\n  - model_name: bench\n    litellm_params:\n"
         f"      model: openai/bench\n      api_base: http://127.0.0.1:{up}/v1\n      api_key: sk-up\n"

@@ -25,7 +25,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.gateway import KEY, MESSAGES, WORK, process, wrk  # noqa: E402
+from benchmarks.gateway import KEY, MESSAGES, WORK, process, quasar_config, wrk  # noqa: E402
 from tests.server import free_port  # noqa: E402
 
 
@@ -52,10 +52,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="gateway-ab-", dir=WORK))
     up = free_port()
-    (tmp / "quasar.yaml").write_text(
-        "models:\n  - name: bench\n    deployments:\n"
-        f"      - {{engine: openai, provider: vllm, base_url: 'http://127.0.0.1:{up}/v1', api_key: sk-up}}\n"
-    )
+    (tmp / "quasar.yaml").write_text(quasar_config(up))
     builds = {"base": worktree(args.base) / "src", "working tree": ROOT / "src"}
     body = orjson.dumps({"model": "bench", "messages": MESSAGES, "stream": args.mode == "stream"})
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in builds}

@@ -13,11 +13,12 @@ own threads, started before, keep the default. Elsewhere this does nothing.
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import sys
 
 LOOP_SLICE_NS = 100_000  # the kernel's shortest: 0.1 ms
-_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}  # syscall numbers
+_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}  # syscall numbers; sched_getattr is the next one
 
 
 class _SchedAttr(ctypes.Structure):
@@ -33,26 +34,26 @@ class _SchedAttr(ctypes.Structure):
     ]
 
 
+def _setattr_number() -> int | None:
+    return _SCHED_SETATTR.get(platform.machine()) if sys.platform.startswith("linux") else None
+
+
 def shorten_slice(nanoseconds: int = LOOP_SLICE_NS) -> bool:
     """Ask for a short slice for the calling thread; False where the system has no such request."""
-    number = _SCHED_SETATTR.get(platform.machine())
-    if not sys.platform.startswith("linux") or number is None:
+    number = _setattr_number()
+    if number is None:
         return False
-    import os
-
     attr = _SchedAttr(size=ctypes.sizeof(_SchedAttr), sched_policy=0, sched_runtime=nanoseconds)
     attr.sched_nice = os.getpriority(os.PRIO_PROCESS, 0)  # keep the thread's nice level
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.syscall(number, 0, ctypes.byref(attr), 0) == 0
+    return ctypes.CDLL(None).syscall(number, 0, ctypes.byref(attr), 0) == 0
 
 
 def current_slice(tid: int = 0) -> int | None:
     """A thread's requested slice in nanoseconds (tid 0: the calling thread), None where unknown."""
-    number = _SCHED_SETATTR.get(platform.machine())
-    if not sys.platform.startswith("linux") or number is None:
+    number = _setattr_number()
+    if number is None:
         return None
     attr = _SchedAttr()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(number + 1, tid, ctypes.byref(attr), ctypes.sizeof(_SchedAttr), 0) != 0:  # sched_getattr
+    if ctypes.CDLL(None).syscall(number + 1, tid, ctypes.byref(attr), ctypes.sizeof(_SchedAttr), 0) != 0:
         return None
     return int(attr.sched_runtime)

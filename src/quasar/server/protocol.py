@@ -32,11 +32,12 @@ class CorkedTransport:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        self._pending.append(bytes(data))
+        chunk = bytes(data)
+        self._pending.append(chunk)
         if self._head_waiting:
             self.flush()  # a head and its first body part
             return
-        self._head_waiting = data[:7] == b"HTTP/1."
+        self._head_waiting = chunk.startswith(b"HTTP/1.")
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._end_turn)

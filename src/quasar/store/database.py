@@ -72,7 +72,7 @@ def create_engine(db: DatabaseURL) -> AsyncEngine:
         db.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(db.url, **kwargs)
     if db.is_sqlite:
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", lambda dbapi_connection, _record: sqlite_pragmas(dbapi_connection))
     return engine
 
 
@@ -80,7 +80,8 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any) -> None:
+    """WAL, normal sync and a 30 s busy wait, on every SQLite connection Quasar opens."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

@@ -15,6 +15,7 @@ from sqlalchemy import JSON, Select, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from quasar.store.database import sqlite_pragmas
 from quasar.store.schema import plain, request_log
 
 # Rows per SQLite INSERT: 64, then the remainder's binary digits (32, 16, ... 1). Each distinct row count
@@ -67,10 +68,9 @@ class SqliteLog:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._execute, statements)
 
     def _execute(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        if self._conn is None:
-            self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+        if self._conn is None:  # opened, used and closed on this one thread
+            self._conn = sqlite3.connect(self.path, isolation_level=None)
+            sqlite_pragmas(self._conn)
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
