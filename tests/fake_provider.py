@@ -9,6 +9,7 @@ set as `default`:
   <status>[:retry_after]  that HTTP error, e.g. 500, 400, 429:1 (Retry-After: 1)
   echo-key                401 whose message quotes the Authorization header it received
   slow:<s>                wait s seconds before answering (before the headers)
+  hold:<s>                like slow, but give up (counted in `disconnects`) once the caller has gone
   stall-first:<s>         stream: headers at once, first event after s seconds
   stall:<s>               stream: one content chunk, then nothing for s seconds, then the rest
   reset                   stream: one content chunk, then the connection is cut
@@ -45,7 +46,7 @@ class FakeProvider:
         self.connections: set[int] = set()  # the client ports requests came from: one per connection
         self.active = 0  # requests being answered now
         self.most_active = 0
-        self.disconnects = 0  # streams whose reader went away before the end
+        self.disconnects = 0  # streams whose reader went away before the end, and `hold`s given up
         self._script: collections.deque[str] = collections.deque()
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -113,6 +114,14 @@ class FakeProvider:
         kind, _, arg = behaviour.partition(":")
         if kind == "slow":
             await asyncio.sleep(float(arg))
+            kind = "ok"
+        if kind == "hold":
+            deadline = time.monotonic() + float(arg)
+            while time.monotonic() < deadline:
+                if request.transport is None or request.transport.is_closing():
+                    self.disconnects += 1
+                    return web.Response()
+                await asyncio.sleep(0.02)
             kind = "ok"
         if kind == "drop":
             request.transport.close()

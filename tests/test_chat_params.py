@@ -70,6 +70,31 @@ def test_n_gives_indexed_choices(client: openai.OpenAI) -> None:
     assert all(c.message.content for c in reply.choices)
 
 
+def test_usage_with_n_counts_the_prompt_once_and_every_choice(client: openai.OpenAI) -> None:
+    """llama.cpp counts usage per choice; OpenAI counts the prompt once and sums the completions."""
+    one = client.chat.completions.create(model="spark", messages=ASK, max_tokens=5, logit_bias={EOS_ID: -100})
+    reply = client.chat.completions.create(model="spark", messages=ASK, n=3, max_tokens=5, logit_bias={EOS_ID: -100})
+    assert [c.finish_reason for c in reply.choices] == ["length"] * 3
+    assert reply.usage.prompt_tokens == one.usage.prompt_tokens
+    assert reply.usage.completion_tokens == 15
+    assert reply.usage.total_tokens == one.usage.prompt_tokens + 15
+    chunks = list(
+        client.chat.completions.create(
+            model="spark",
+            messages=ASK,
+            n=3,
+            max_tokens=5,
+            logit_bias={EOS_ID: -100},
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    usages = [c.usage for c in chunks if c.usage is not None]
+    assert len(usages) == 1, usages
+    assert (usages[0].prompt_tokens, usages[0].completion_tokens) == (one.usage.prompt_tokens, 15)
+    assert chunks[-1].usage is not None and not chunks[-1].choices
+
+
 def test_stop_string_and_list_cut_the_text(server: Running) -> None:
     full = greedy(server, max_tokens=30)["choices"][0]["message"]["content"]
     words = full.split()

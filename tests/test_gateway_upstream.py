@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from collections.abc import Iterator
 
@@ -227,6 +229,25 @@ def test_client_disconnect_closes_the_upstream_request(gw: Running, fakes) -> No
     while a.disconnects == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert a.disconnects == 1
+
+
+def test_client_leaving_a_non_streamed_request_closes_the_upstream_request(gw: Running, fakes) -> None:
+    a, _ = fakes
+    a.script("hold:10")
+    raw = json.dumps({"model": "patient", "messages": HI}).encode()
+    port = int(gw.url.rsplit(":", 1)[1])
+    head = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"{head}Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+        deadline = time.monotonic() + 5
+        while not a.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert a.requests, "the request never reached the upstream"
+    deadline = time.monotonic() + 5
+    while a.disconnects == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert a.disconnects == 1
+    assert "Traceback" not in gw.log()
 
 
 def test_events_split_across_reads_are_reassembled(gw: Running, sdk: openai.OpenAI, fakes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -88,6 +89,31 @@ def test_queue_full_is_503_and_disconnect_frees_the_slot() -> None:
         r = httpx.post(url, json={"model": "spark", "messages": MSG, "max_tokens": 2}, timeout=60)
         assert r.status_code == 200, r.text
         assert time.monotonic() - began < 8
+
+
+def test_non_streamed_request_stops_when_its_client_leaves() -> None:
+    """llama.cpp's non-streamed call cannot be interrupted; Quasar streams inside and stops at once."""
+    with quasar_server(ONE_SLOT) as srv:
+        body = {"model": "spark", "messages": MSG, "max_tokens": 3000, "logit_bias": {"2": -100}}
+        raw = json.dumps(body).encode()
+        port = int(srv.url.rsplit(":", 1)[1])
+        head = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            sock.sendall(f"{head}Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+            time.sleep(1.0)  # generating by now: the only slot is taken ...
+            r = httpx.post(srv.url + "/v1/chat/completions", json={**body, "max_tokens": 2})
+            assert r.status_code == 503, r.text
+        # ... and once the client has gone, the slot is free again within a moment, long before
+        # the 3000-token generation would have ended (about 25 s on this model).
+        began = time.monotonic()
+        while True:
+            r = httpx.post(srv.url + "/v1/chat/completions", json={**body, "max_tokens": 2}, timeout=60)
+            if r.status_code == 200 or time.monotonic() - began > 5:
+                break
+            time.sleep(0.05)
+        assert r.status_code == 200, r.text
+        assert time.monotonic() - began < 2
+        assert "Traceback" not in srv.log() and "ASGI" not in srv.log()
 
 
 def test_bind_beyond_loopback_without_keys_refuses() -> None:

@@ -119,6 +119,23 @@ def test_cancelled_stream_is_logged_as_cancelled(store_server: Running) -> None:
     assert row["completion_tokens"] < 400
 
 
+def test_cancelled_non_streamed_request_is_logged_as_cancelled(store_server: Running) -> None:
+    request_id = new_id()
+    body = chat_body(400, messages=[{"role": "user", "content": "Write a long story about the sea."}])
+    body["logit_bias"] = {"2": -100}
+    raw = httpx.Request("POST", f"{store_server.v1}/chat/completions", json=body).content
+    host, port = "127.0.0.1", int(store_server.url.rsplit(":", 1)[1])
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {MASTER}\r\nx-request-id: {request_id}\r\nContent-Length: {len(raw)}\r\n\r\n"
+    )
+    with socket.create_connection((host, port), timeout=60) as sock:
+        sock.sendall(head.encode() + raw)
+        time.sleep(0.5)
+    row = rows_by_request(store_server, [request_id])[request_id]
+    assert (row["status"], row["http_status"]) == ("cancelled", 499), row
+
+
 def test_reading_back_through_the_api_and_cli(store_server: Running) -> None:
     request_id = new_id()
     customer = f"cust-{uuid.uuid4().hex[:6]}"

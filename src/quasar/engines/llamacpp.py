@@ -4,7 +4,8 @@ One `xllamacpp.Server` per deployment: continuous batching over `parallel` slots
 llama.cpp's own threads with the GIL released. A request runs on a worker thread that blocks in
 `handle_chat_completions`; streamed chunks cross to the event loop with `call_soon_threadsafe`.
 Returning True from the chunk callback cancels the generation, so closing a stream frees its slot
-within one decode step.
+within one decode step. Non-streamed requests run as streams too, folded into one body by
+`engines/assemble.py`, so that a client going away frees the slot either way.
 
 llama.cpp's embedded HTTP listener cannot be switched off in xllamacpp; it is bound to 127.0.0.1 on a
 random port with a random API key that never leaves this process, and Quasar uses it only to count a
@@ -30,6 +31,7 @@ import orjson
 
 from quasar.api.chat import ChatRequest
 from quasar.config import BUILTIN_MODEL, Deployment
+from quasar.engines.assemble import Assembler, merge_usage
 from quasar.engines.http import Pool
 from quasar.errors import (
     ConfigError,
@@ -245,17 +247,29 @@ class LlamaCppEngine:
             )
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
-        body = self.payload(request, stream=False)
+        """A non-streamed reply, generated as a stream so that cancelling the caller frees the slot."""
+        body = self.payload(request, stream=True)
         await self.check_context(request, body)
         self._admit(request)
+        reply = Assembler()
+        cancelled = threading.Event()
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            if cancelled.is_set():
+                return True  # llama.cpp stops this request at its next token
+            reply.add(chunk)
+            return False
+
         self._in_flight += request.n
         try:
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._executor, self._server.handle_chat_completions, body)
+            await loop.run_in_executor(self._executor, self._server.handle_chat_completions, body, on_chunk)
         finally:
+            cancelled.set()
             self._in_flight -= request.n
-        if "error" in result:
-            raise _map_error(result["error"])
+        if reply.error is not None:
+            raise _map_error(reply.error)
+        result = reply.body()
         if request.logprobs and not request.top_logprobs:
             _trim_top_logprobs(result)
         return result
@@ -285,6 +299,8 @@ class LlamaCppEngine:
 
         self._in_flight += request.n
         future = loop.run_in_executor(self._executor, run)
+        usages: list[dict[str, Any]] = []  # with n > 1, one usage chunk per choice: sent as one at the end
+        last_usage: dict[str, Any] = {}
         try:
             while True:
                 item = await queue.get()
@@ -294,9 +310,15 @@ class LlamaCppEngine:
                     raise EngineError(f"llama.cpp failed: {item}")
                 if "error" in item:
                     raise _map_error(item["error"])
+                if request.n > 1 and not item.get("choices") and isinstance(item.get("usage"), dict):
+                    usages.append(item["usage"])
+                    last_usage = item
+                    continue
                 if request.logprobs and not request.top_logprobs:
                     _trim_top_logprobs(item)
                 yield item
+            if usages:
+                yield {**last_usage, "usage": merge_usage(usages)}
         finally:
             cancelled.set()
             self._in_flight -= request.n

@@ -12,6 +12,7 @@ request, and other methods on these paths (405), go through FastAPI as before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.requests import Request
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from quasar.api.chat import ChatRequest
 from quasar.api.gateway import GenerateRequest
 from quasar.errors import EngineError, QuasarError
+from quasar.server.disconnect import client_gone
 from quasar.server.middleware import BodyLimit, RequestId
 from quasar.server.responses import error_response
 from quasar.server.routes import handle_chat
@@ -56,10 +58,15 @@ class ChatFastPath:
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
-            response = await handle_chat(request, SCHEMAS[scope["path"]])
-        except QuasarError as exc:
-            response = error_response(exc)
-        except Exception:
-            log.exception("unhandled error on POST %s", scope["path"])
-            response = error_response(unexpected_error())
-        await response(scope, receive, send)
+            try:
+                response = await handle_chat(request, SCHEMAS[scope["path"]])
+            except QuasarError as exc:
+                response = error_response(exc)
+            except Exception:
+                log.exception("unhandled error on POST %s", scope["path"])
+                response = error_response(unexpected_error())
+            await response(scope, receive, send)
+        except asyncio.CancelledError:
+            if not client_gone(request):
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]  # nobody is left to answer

@@ -12,6 +12,7 @@ from quasar.api.chat import ChatRequest
 from quasar.auth import Principal
 from quasar.errors import NotReady
 from quasar.metering import Meter
+from quasar.server.disconnect import cancelled_if_gone
 from quasar.server.parse import parse_body
 from quasar.server.respond import respond
 from quasar.server.responses import JSON
@@ -35,7 +36,8 @@ async def chat_completions(request: Request) -> Response:
 async def handle_chat(request: Request, schema: type[ChatRequest]) -> Response:
     """The chat endpoints and seed 003's /api/generate/ (its schema allows `models` instead of `model`).
 
-    Whatever happens inside, the meter writes the request's log row and settles its reservation.
+    Whatever happens inside, the meter writes the request's log row and settles its reservation. A
+    client that leaves before its answer begins cancels the work (logged as cancelled).
     """
     started = time.perf_counter()
     meter: Meter = request.app.state.meter
@@ -43,7 +45,8 @@ async def handle_chat(request: Request, schema: type[ChatRequest]) -> Response:
         principal = await _principal(request)
         record.key_id = principal.key_id
         body = parse_body(await request.body(), schema)
-        return await respond(_service(request), meter, record, body, principal, started)
+        with cancelled_if_gone(request):
+            return await respond(_service(request), meter, record, body, principal, started)
 
 
 # Plain Starlette routes: FastAPI's per-request dependency solving cost about a sixth of the gateway's
