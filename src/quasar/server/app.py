@@ -24,6 +24,7 @@ from quasar.engines.llamacpp import LlamaCppEngine
 from quasar.errors import InvalidRequest, MethodNotAllowed, NotFound, QuasarError
 from quasar.server import accounting
 from quasar.server.admin import router as admin_router
+from quasar.server.disconnect import Disconnects
 from quasar.server.fastpath import ChatFastPath, unexpected_error
 from quasar.server.generate import router as generate_router
 from quasar.server.middleware import BodyLimit, RequestId
@@ -112,6 +113,7 @@ def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | N
     app.state.service = ChatService(settings, models)
     app.state.load_error = None
     app.state.serving = asyncio.Event()
+    app.state.disconnects = Disconnects()
     accounting.install(app, settings)
     app.include_router(router)
     app.include_router(admin_router)

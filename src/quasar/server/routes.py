@@ -12,7 +12,7 @@ from quasar.api.chat import ChatRequest
 from quasar.auth import Principal
 from quasar.errors import NotReady
 from quasar.metering import Meter
-from quasar.server.disconnect import cancelled_if_gone
+from quasar.server.disconnect import Disconnects
 from quasar.server.parse import parse_body
 from quasar.server.respond import respond
 from quasar.server.responses import JSON
@@ -45,8 +45,12 @@ async def handle_chat(request: Request, schema: type[ChatRequest]) -> Response:
         principal = await _principal(request)
         record.key_id = principal.key_id
         body = parse_body(await request.body(), schema)
-        with cancelled_if_gone(request):
+        disconnects: Disconnects = request.app.state.disconnects
+        disconnects.add(request)
+        try:
             return await respond(_service(request), meter, record, body, principal, started)
+        finally:
+            disconnects.discard()
 
 
 # Plain Starlette routes: FastAPI's per-request dependency solving cost about a sixth of the gateway's
