@@ -8,7 +8,7 @@ and drift in the machine's speed hits both alike; the report gives each side's m
 of the per-round ratios and differences with the range of the differences, and the difference of the
 two sides' medians over all their requests pooled. Only one side works at a time; the idle one sleeps.
 
-    .venv/bin/python benchmarks/local_engine.py [--tokens 64] [--rounds 9] [--concurrency 1 4 8]
+    .venv/bin/python benchmarks/local_engine.py [--tokens 64] [--rounds 9] [--concurrency 1 4 8] [--breakdown]
 
 Tokens/s is aggregate completion tokens over wall time at each concurrency (EOS is banned so every
 request generates exactly --tokens tokens). TTFT is the time from sending a request to its first
@@ -16,6 +16,12 @@ content token, median over a batch's requests. Every concurrent client sends --r
 requests in a row; clients start --stagger-ms apart (0: all at once). In a round both sides get the
 same prompts, which neither has seen whole before (their shared prefix is cached on both); both first
 get one unmeasured batch at the highest concurrency, so that every slot has been used on both sides.
+
+--breakdown asks Quasar for seed 003's request_breakdown on every HTTP request and splits the HTTP
+side's TTFT three ways: outside Quasar's handler (the network, HTTP parsing, delivery of the first
+event), Quasar before the engine call (auth, parsing, routing), and the engine from the call to its
+first chunk on the event loop (llama.cpp plus the worker-thread bridge). The breakdown adds a chunk
+and some CPU at the end of every request, so the main table is best taken without it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 PARALLEL = 8
 CONTEXT = 8192
+CONTENT = b'"content":"'  # in a chunk: one content token, when n == 1
 PROMPTS = [f"Write a long story about a lighthouse keeper, part {i}." for i in range(1000)]
 
 
@@ -145,14 +152,16 @@ class Connection(asyncio.Protocol):
     asyncio-streams client spent about 0.13 ms of CPU per token here, aiohttp's more.
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, keep_body: bool = False) -> None:
         self.host, self.port = host, port
+        self.keep_body = keep_body  # for --breakdown: the last event is read after the response
         self.transport: asyncio.Transport | None = None
         self.done: asyncio.Future[None] | None = None
         self.sent = 0.0
         self.first: float | None = None
         self.events = 0
         self.tail = b""
+        self.body: list[bytes] = []
 
     async def open(self) -> None:
         await asyncio.get_running_loop().create_connection(lambda: self, self.host, self.port)
@@ -176,7 +185,7 @@ class Connection(asyncio.Protocol):
         """Send one request; return (seconds to the first content event, content events)."""
         assert self.transport is not None
         self.done = asyncio.get_running_loop().create_future()
-        self.first, self.events, self.tail = None, 0, b""
+        self.first, self.events, self.tail, self.body = None, 0, b"", []
         self.sent = time.perf_counter()
         self.transport.write(raw)
         await self.done
@@ -188,15 +197,25 @@ class Connection(asyncio.Protocol):
             self.fail(f"unexpected response: {data[:200]!r}")
             return
         # one content token per event at n == 1; a marker split across reads is put back together
-        scan = self.tail[-16:] + data
-        found = scan.count(b'"content":"')
+        overlap = self.tail[-16:]
+        scan = overlap + data
+        found = scan.count(CONTENT) - overlap.count(CONTENT)  # those wholly in the overlap were counted
         if found:
             if self.first is None:
                 self.first = time.perf_counter()
             self.events += found
         self.tail = scan
+        if self.keep_body:
+            self.body.append(data)
         if scan.endswith(b"0\r\n\r\n") and b"data: [DONE]" in scan[-64:]:
             self.finish()
+
+    def breakdown(self) -> tuple[dict, int]:
+        """Seed 003's request_breakdown from the last event, and how many content markers that event holds."""
+        raw = b"".join(self.body)
+        start = raw.rindex(b'data: {"id":"request_breakdown"')
+        event = raw[start + 6 : raw.index(b"\n\n", start)]
+        return json.loads(event)["choices"][0]["request_breakdown"], event.count(CONTENT)
 
     def finish(self) -> None:
         if self.done is not None and not self.done.done():
@@ -210,23 +229,41 @@ class Connection(asyncio.Protocol):
         self.fail(f"connection lost: {exc}")
 
 
-async def run_http(url: str, c: int, tokens: int, per_client: int, offset: int, stagger: float) -> dict:
+async def run_http(
+    url: str, c: int, tokens: int, per_client: int, offset: int, stagger: float, breakdown: bool = False
+) -> dict:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    connections = [Connection(parts.hostname or "127.0.0.1", parts.port or 80) for _ in range(c)]
+    connections = [Connection(parts.hostname or "127.0.0.1", parts.port or 80, keep_body=breakdown) for _ in range(c)]
     await asyncio.gather(*(conn.open() for conn in connections))
+    shares: list[tuple[float, float, float]] = []
 
     async def worker(k: int) -> list[tuple[float, int]]:
         conn = connections[k]
-        requests = [conn.request(request_body(offset + k * per_client + r, tokens)) for r in range(per_client)]
+        extra = {"request_breakdown": True} if breakdown else {}
+        requests = [
+            conn.request({**request_body(offset + k * per_client + r, tokens), **extra}) for r in range(per_client)
+        ]
         await asyncio.sleep(k * stagger)
-        return [await conn.stream(raw) for raw in requests]
+        measured = []
+        for raw in requests:
+            ttft, n = await conn.stream(raw)
+            if breakdown:
+                b, markers = conn.breakdown()
+                n -= markers  # the breakdown quotes the messages: no tokens
+                engine = b["routing"]["attempts"][0]["latency"]
+                shares.append((ttft - b["ttft"], b["ttft"] - engine, engine))
+            measured.append((ttft, n))
+        return measured
 
     try:
         began = time.perf_counter()
         measured = [m for ms in await asyncio.gather(*(worker(k) for k in range(c))) for m in ms]
-        return summarize(measured, time.perf_counter() - began)
+        result = summarize(measured, time.perf_counter() - began)
+        if shares:
+            result["shares_ms"] = [[x * 1000 for x in share] for share in shares]
+        return result
     finally:
         for conn in connections:
             conn.close()
@@ -246,6 +283,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--requests-per-client", type=int, default=4, help="requests each client sends in a row")
     parser.add_argument("--stagger-ms", type=float, default=0.0, help="delay between the clients' first requests")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also split the HTTP side's TTFT with seed 003's request_breakdown: outside Quasar's handler "
+        "(network, HTTP parsing, delivery), Quasar before the engine call, and the engine (bridge included)",
+    )
     parser.add_argument("--child", choices=["inprocess"])
     args = parser.parse_args()
     if args.child == "inprocess":
@@ -262,7 +305,9 @@ def main() -> None:
             sides = {
                 "inprocess": lambda **job: inprocess.run(**job),
                 "http": lambda **job: uvloop.run(
-                    run_http(url, job["c"], job["tokens"], job["per_client"], job["offset"], job["stagger"])
+                    run_http(
+                        url, job["c"], job["tokens"], job["per_client"], job["offset"], job["stagger"], args.breakdown
+                    )
                 ),
             }
             warm = max(args.concurrency)
@@ -308,6 +353,13 @@ def main() -> None:
             f"| {statistics.median(diffs):+.1f} | {min(diffs):+.1f} .. {max(diffs):+.1f} "
             f"| {pooled[1] - pooled[0]:+.1f} |"
         )
+    if args.breakdown:
+        print("\n| concurrency | outside the handler ms | Quasar before the engine ms | engine incl. bridge ms |")
+        print("|---|---|---|---|")
+        for c in args.concurrency:
+            shares = [share for x in results[("http", c)] for share in x.get("shares_ms", ())]
+            cols = [statistics.median(share[i] for share in shares) for i in range(3)]
+            print(f"| {c} | {cols[0]:.2f} | {cols[1]:.2f} | {cols[2]:.1f} |")
 
 
 if __name__ == "__main__":
