@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -36,6 +37,18 @@ class Running:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def raw_chat(running: Running, body: dict, headers: dict[str, str] | None = None, timeout: float = 60) -> socket.socket:
+    """A chat POST sent on a plain socket, so the test decides when the client goes away."""
+    data = json.dumps(body).encode()
+    host, port = "127.0.0.1", int(running.url.rsplit(":", 1)[1])
+    lines = ["POST /v1/chat/completions HTTP/1.1", f"Host: {host}", "Content-Type: application/json"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    lines.append(f"Content-Length: {len(data)}")
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
+    return sock
 
 
 @contextlib.contextmanager

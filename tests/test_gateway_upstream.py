@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 from collections.abc import Iterator
 
@@ -16,7 +14,7 @@ from quasar.errors import ConfigError
 from quasar.providers import resolve_base_url
 from tests.fake_provider import FakeProvider
 from tests.gateway_config import gateway_config, upstream
-from tests.server import Running, free_port, quasar_server
+from tests.server import Running, free_port, quasar_server, raw_chat
 
 FAST = {"first_byte_timeout": 1.0, "chunk_timeout": 1.0, "timeout": 1.0}  # the failures below take 5 s
 
@@ -234,11 +232,7 @@ def test_client_disconnect_closes_the_upstream_request(gw: Running, fakes) -> No
 def test_client_leaving_a_non_streamed_request_closes_the_upstream_request(gw: Running, fakes) -> None:
     a, _ = fakes
     a.script("hold:10")
-    raw = json.dumps({"model": "patient", "messages": HI}).encode()
-    port = int(gw.url.rsplit(":", 1)[1])
-    head = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"{head}Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+    with raw_chat(gw, {"model": "patient", "messages": HI}, timeout=10):
         deadline = time.monotonic() + 5
         while not a.requests and time.monotonic() < deadline:
             time.sleep(0.02)

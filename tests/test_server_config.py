@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from tests.server import free_port, quasar_server
+from tests.server import free_port, quasar_server, raw_chat
 
 MSG = [{"role": "user", "content": "Count from one to one thousand."}]
 ONE_SLOT = """
@@ -95,11 +94,7 @@ def test_non_streamed_request_stops_when_its_client_leaves() -> None:
     """llama.cpp's non-streamed call cannot be interrupted; Quasar streams inside and stops at once."""
     with quasar_server(ONE_SLOT) as srv:
         body = {"model": "spark", "messages": MSG, "max_tokens": 3000, "logit_bias": {"2": -100}}
-        raw = json.dumps(body).encode()
-        port = int(srv.url.rsplit(":", 1)[1])
-        head = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-            sock.sendall(f"{head}Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+        with raw_chat(srv, body):
             time.sleep(1.0)  # generating by now: the only slot is taken ...
             r = httpx.post(srv.url + "/v1/chat/completions", json={**body, "max_tokens": 2})
             assert r.status_code == 503, r.text

@@ -13,7 +13,7 @@ import pytest
 
 from quasar.config import Price
 from quasar.record import cost_of
-from tests.server import Running
+from tests.server import Running, raw_chat
 from tests.store_support import (
     MASTER,
     PLANTED_CUSTOMER_SECRET,
@@ -98,23 +98,14 @@ def test_every_request_gets_one_row(store_server: Running) -> None:
     assert private["messages"] is None and private["reply"] is None
 
 
-def raw_chat(running: Running, body: dict, request_id: str) -> socket.socket:
-    """A chat POST sent on a plain socket, so the test decides when the client goes away."""
-    raw = httpx.Request("POST", f"{running.v1}/chat/completions", json=body).content
-    host, port = "127.0.0.1", int(running.url.rsplit(":", 1)[1])
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {MASTER}\r\nx-request-id: {request_id}\r\nContent-Length: {len(raw)}\r\n\r\n"
-    )
-    sock = socket.create_connection((host, port), timeout=60)
-    sock.sendall(head.encode() + raw)
-    return sock
+def raw_chat_as_master(running: Running, body: dict, request_id: str) -> socket.socket:
+    return raw_chat(running, body, {"Authorization": f"Bearer {MASTER}", "x-request-id": request_id})
 
 
 def test_cancelled_stream_is_logged_as_cancelled(store_server: Running) -> None:
     request_id = new_id()
     body = chat_body(400, stream=True, messages=[{"role": "user", "content": "Write a long story about the sea."}])
-    with raw_chat(store_server, body, request_id) as sock:
+    with raw_chat_as_master(store_server, body, request_id) as sock:
         received = b""
         while b"data: " not in received:
             chunk = sock.recv(4096)
@@ -129,7 +120,7 @@ def test_cancelled_non_streamed_request_is_logged_as_cancelled(store_server: Run
     request_id = new_id()
     body = chat_body(400, messages=[{"role": "user", "content": "Write a long story about the sea."}])
     body["logit_bias"] = {"2": -100}
-    with raw_chat(store_server, body, request_id):
+    with raw_chat_as_master(store_server, body, request_id):
         time.sleep(0.5)  # generating by now; then the client goes away
     row = rows_by_request(store_server, [request_id])[request_id]
     assert (row["status"], row["http_status"]) == ("cancelled", 499), row
