@@ -32,7 +32,7 @@ def has_content(chunk: dict) -> bool:
 
 def threaded(engine: LlamaCppEngine) -> list[float]:
     def one(i: int) -> float:
-        body = engine.payload(ChatRequest.model_validate(request_body(i, TOKENS)), stream=True)
+        body = engine.payload(ChatRequest.model_validate(request_body(i, TOKENS)))
         sent = time.perf_counter()
         first: list[float] = []
 

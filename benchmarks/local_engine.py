@@ -83,7 +83,7 @@ def inprocess_child() -> None:
 
     def one(i: int, tokens: int, delay: float) -> tuple[float, int]:
         time.sleep(delay)
-        body = engine.payload(ChatRequest.model_validate(request_body(i, tokens)), stream=True)
+        body = engine.payload(ChatRequest.model_validate(request_body(i, tokens)))
         sent = time.perf_counter()
         first: list[float] = []
         n = [0]

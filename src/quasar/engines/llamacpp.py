@@ -154,8 +154,10 @@ class LlamaCppEngine:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def payload(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
-        """The llama.cpp request body for a validated ChatRequest: only the fields we mean to send."""
+    def payload(self, request: ChatRequest) -> dict[str, Any]:
+        """The llama.cpp request body for a validated ChatRequest: only the fields we mean to send.
+
+        Always a stream, with usage: non-streamed requests are streamed too (see `chat`)."""
         if request.tools:
             raise InvalidRequest("this model does not support tools", param="tools")
         messages = []
@@ -192,9 +194,8 @@ class LlamaCppEngine:
             body["top_logprobs"] = request.top_logprobs or 1
         if request.response_format is not None and request.response_format.type != "text":
             body["response_format"] = request.response_format.model_dump(by_alias=True, exclude_none=True)
-        if stream:
-            body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
         return body
 
     async def check_context(self, request: ChatRequest, body: dict[str, Any]) -> None:
@@ -236,6 +237,13 @@ class LlamaCppEngine:
             raise EngineError("llama.cpp could not count the prompt's tokens")
         return int(data["input_tokens"])
 
+    async def _admitted(self, request: ChatRequest) -> dict[str, Any]:
+        """The llama.cpp body (always streamed) of a request that fits the context and has a place."""
+        body = self.payload(request)
+        await self.check_context(request, body)
+        self._admit(request)
+        return body
+
     def _admit(self, request: ChatRequest) -> None:
         if self._server is None:
             raise NotReady("the model is still loading", headers={"Retry-After": "1"})
@@ -248,9 +256,7 @@ class LlamaCppEngine:
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         """A non-streamed reply, generated as a stream so that cancelling the caller frees the slot."""
-        body = self.payload(request, stream=True)
-        await self.check_context(request, body)
-        self._admit(request)
+        body = await self._admitted(request)
         reply = Assembler()
         cancelled = threading.Event()
 
@@ -275,9 +281,7 @@ class LlamaCppEngine:
         return result
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-        body = self.payload(request, stream=True)
-        await self.check_context(request, body)
-        self._admit(request)
+        body = await self._admitted(request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()
