@@ -210,6 +210,21 @@ def test_response_shape(server: Running) -> None:
     assert r.headers["x-request-id"]
 
 
+def test_request_breakdown_carries_llama_cpp_timings(server: Running) -> None:
+    """llama.cpp's own timings reach the request_breakdown, streamed or not, and never the reply itself."""
+    ask = {"model": "spark", "messages": ASK, "max_tokens": 5, "logit_bias": {EOS_ID: -100}, "request_breakdown": True}
+    body = post(server, ask).json()
+    timings = body["request_breakdown"]["engine_timings"]
+    assert timings["predicted_n"] == 5 and timings["predicted_ms"] > 0 and timings["prompt_ms"] > 0
+    assert timings["prompt_n"] + timings["cache_n"] == body["usage"]["prompt_tokens"]
+    assert "timings" not in body
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json={**ask, "stream": True}, timeout=60) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert not any("timings" in event for event in events)
+    last = events[-1]["choices"][0]["request_breakdown"]
+    assert last["engine_timings"]["predicted_n"] == 5 and last["completion_tokens"] == 5
+
+
 def test_client_request_id_is_kept(server: Running) -> None:
     r = httpx.post(
         server.url + "/v1/chat/completions",

@@ -41,6 +41,7 @@ def summary(trace: Trace, request: ChatRequest, completion_message: dict[str, An
         "full_request": request.model_dump(exclude_unset=True, by_alias=True, exclude=set(SECRET_FIELDS)),
         "price": price.model_dump() if price else None,
         "routing": trace.routing(),
+        "engine_timings": trace.engine_timings,
         "sentiment_score": None,
     }
 

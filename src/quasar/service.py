@@ -81,10 +81,11 @@ class ChatService:
         if request.n > max_n:
             raise InvalidRequest(f"Invalid value for 'n': at most {max_n} choices per request.", param="n")
 
-    def _shape(self, body: dict[str, Any], model: str, engine: Engine) -> dict[str, Any]:
+    def _shape(self, body: dict[str, Any], model: str, engine: Engine, trace: Trace) -> dict[str, Any]:
+        """The engine's body or chunk as the client gets it; llama.cpp's `timings` go to the trace."""
         body["model"] = model
         body["system_fingerprint"] = getattr(engine, "fingerprint", None) or body.get("system_fingerprint")
-        body.pop("timings", None)
+        _take_timings(body, trace)
         return body
 
     def _settle(self, trace: Trace, request: ChatRequest, usage: Any, completion: str) -> None:
@@ -101,7 +102,7 @@ class ChatService:
         self._check(request)
         body, cand = await self.router.chat(request, principal, trace)
         body.setdefault("created", int(time.time()))
-        self._shape(body, cand.model, cand.engine)
+        self._shape(body, cand.model, cand.engine, trace)
         choices = body.get("choices") or [{}]
         message = choices[0].get("message") or {"role": "assistant", "content": None}
         self._settle(trace, request, body.get("usage"), message.get("content") or "")
@@ -129,10 +130,12 @@ class ChatService:
                         text.append(content)
                 if not chunk.get("choices") and "usage" in chunk:
                     if request.include_usage:
-                        yield self._shape(chunk, cand.model, cand.engine)
+                        yield self._shape(chunk, cand.model, cand.engine, trace)
+                    else:
+                        _take_timings(chunk, trace)
                 else:
                     chunk.pop("usage", None)
-                    yield self._shape(chunk, cand.model, cand.engine)
+                    yield self._shape(chunk, cand.model, cand.engine, trace)
                 chunk = await anext(chunks, None)
         except QuasarError as exc:
             self.router.broke(trace, cand, exc)
@@ -144,3 +147,10 @@ class ChatService:
         if trace.options.request_breakdown:
             message = {"content": completion, "role": "assistant"}
             yield stream_chunk(summary(trace, request, message))
+
+
+def _take_timings(body: dict[str, Any], trace: Trace) -> None:
+    """llama.cpp's own `timings` (not OpenAI's) leave the body for the trace's request_breakdown."""
+    timings = body.pop("timings", None)
+    if isinstance(timings, dict):
+        trace.engine_timings = timings

@@ -56,6 +56,7 @@ class Trace:
     finished: float | None = None
     truncated: bool = False
     usage: dict[str, Any] | None = None  # as the answering deployment reported it
+    engine_timings: dict[str, Any] | None = None  # llama.cpp's own timings, from the local engine
     cost: Cost | None = None
 
     def drop(self, deployment: str, model: str, reason: str) -> None:

@@ -37,6 +37,7 @@ class Assembler:
         self.choices: dict[int, dict[str, Any]] = {}
         self.usages: list[dict[str, Any]] = []
         self.error: dict[str, Any] | None = None
+        self.timings: dict[str, Any] | None = None  # llama.cpp's, from the last chunk that has them
 
     def add(self, chunk: dict[str, Any]) -> None:
         if "error" in chunk:
@@ -46,6 +47,8 @@ class Assembler:
             self.head = chunk
         if isinstance(chunk.get("usage"), dict):
             self.usages.append(chunk["usage"])
+        if isinstance(chunk.get("timings"), dict):
+            self.timings = chunk["timings"]
         for part in chunk.get("choices") or ():
             index = int(part.get("index") or 0)
             choice = self.choices.get(index)
@@ -75,4 +78,6 @@ class Assembler:
         usage = merge_usage(self.usages)
         if usage is not None:
             body["usage"] = usage
+        if self.timings is not None:
+            body["timings"] = self.timings
         return body
