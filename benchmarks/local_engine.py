@@ -17,11 +17,22 @@ requests in a row; clients start --stagger-ms apart (0: all at once). In a round
 same prompts, which neither has seen whole before (their shared prefix is cached on both); both first
 get one unmeasured batch at the highest concurrency, so that every slot has been used on both sides.
 
+A round counts as split on a side when, in any of its waves (the r-th request of every client),
+llama.cpp started the prompts in more than one batch: it starts a batch with whatever is queued when
+it gets to it, so requests that reach it a few ms apart sometimes share a first batch and sometimes
+not, and the first group then gets its first token far sooner (see docs/benchmarks.md). The report
+gives the added TTFT over the rounds split on neither side as well, and each round's line says how
+many prompt tokens llama.cpp computed per request on each side (the rest came from its prompt cache).
+
 --breakdown asks Quasar for seed 003's request_breakdown on every HTTP request and splits the HTTP
 side's TTFT three ways: outside Quasar's handler (the network, HTTP parsing, delivery of the first
 event), Quasar before the engine call (auth, parsing, routing), and the engine from the call to its
-first chunk on the event loop (llama.cpp plus the worker-thread bridge). The breakdown adds a chunk
-and some CPU at the end of every request, so the main table is best taken without it.
+first chunk on the event loop (llama.cpp plus the worker-thread bridge). It also takes llama.cpp's own
+prompt time from the breakdown's engine_timings (and from llama.cpp's timings on the in-process side)
+and compares the two sides' TTFT less that time: what is left is waiting (for the rest of a batch, for
+a launch, in Quasar) and delivery, without the round-to-round swings of llama.cpp's compute speed. The
+breakdown adds a chunk and some CPU at the end of every request, so the main table is best taken
+without it.
 """
 
 from __future__ import annotations
@@ -56,13 +67,46 @@ def request_body(i: int, tokens: int, stream: bool = True) -> dict:
         "temperature": 0,
         "logit_bias": {"2": -100},
         "stream": stream,
+        "stream_options": {"include_usage": True} if stream else None,
     }
 
 
-def summarize(measured: list[tuple[float, int]], wall: float) -> dict:
-    tokens = sum(n for _, n in measured)
-    ttfts = [t * 1000 for t, _ in measured]
-    return {"tok_s": tokens / wall, "ttft_ms": statistics.median(ttfts), "ttfts": ttfts, "tokens": tokens}
+# one request: seconds to the first content token, content tokens, prompt tokens llama.cpp computed, and
+# llama.cpp's own prompt time in ms (from its timings; on the HTTP side only with --breakdown)
+Measured = tuple[float, int, int, float | None]
+
+
+def summarize(measured: list[Measured], wall: float, per_client: int) -> dict:
+    """Rates and TTFTs of one batch; `measured` is client by client, each client's requests in order."""
+    tokens = sum(m[1] for m in measured)
+    ttfts = [m[0] * 1000 for m in measured]
+    waves = [ttfts[r::per_client] for r in range(per_client)]  # the r-th request of every client
+    return {
+        "tok_s": tokens / wall,
+        "ttft_ms": statistics.median(ttfts),
+        "ttfts": ttfts,
+        "tokens": tokens,
+        "split": any(split_wave(wave) for wave in waves),
+        "computed": statistics.mean(m[2] for m in measured),
+        "prompt_ms": [m[3] for m in measured] if all(m[3] is not None for m in measured) else None,
+    }
+
+
+def uncached(usage: dict) -> int:
+    """Prompt tokens llama.cpp computed for a request: those not served from its prompt cache."""
+    return usage["prompt_tokens"] - (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+
+
+def split_wave(ttfts: list[float]) -> bool:
+    """Whether llama.cpp started a wave's prompts in more than one batch.
+
+    Requests sent together whose prompts share one batch get their first tokens within a few ms of
+    each other; when llama.cpp starts a batch before the last of them has arrived, the rest wait for
+    that batch's whole step, which shows as a gap of a large part of the wave's TTFT.
+    """
+    ordered = sorted(ttfts)
+    gaps = [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
+    return bool(gaps) and max(gaps) > 0.2 * statistics.median(ordered)
 
 
 # -- in-process: xllamacpp called directly, with the parameters Quasar's engine uses -----------------
@@ -81,14 +125,19 @@ def inprocess_child() -> None:
     engine.load()
     server = engine._server
 
-    def one(i: int, tokens: int, delay: float) -> tuple[float, int]:
+    def one(i: int, tokens: int, delay: float) -> Measured:
         time.sleep(delay)
         body = engine.payload(ChatRequest.model_validate(request_body(i, tokens)))
         sent = time.perf_counter()
         first: list[float] = []
         n = [0]
+        computed = [0]
+        prompt_ms = [0.0]
 
         def on_chunk(chunk: dict) -> bool:
+            if chunk.get("usage"):
+                computed[0] = uncached(chunk["usage"])
+                prompt_ms[0] = chunk["timings"]["prompt_ms"]
             for choice in chunk.get("choices", ()):
                 if choice["delta"].get("content"):
                     if not first:
@@ -97,7 +146,7 @@ def inprocess_child() -> None:
             return False
 
         server.handle_chat_completions(body, on_chunk)
-        return first[0], n[0]
+        return first[0], n[0], computed[0], prompt_ms[0]
 
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -109,13 +158,13 @@ def inprocess_child() -> None:
             for r in range(per_client)
         ]
 
-        def worker(k: int, requests: list = requests, per_client: int = per_client) -> list[tuple[float, int]]:
+        def worker(k: int, requests: list = requests, per_client: int = per_client) -> list[Measured]:
             return [one(*spec) for spec in requests[k * per_client : (k + 1) * per_client]]
 
         began = time.perf_counter()
         with ThreadPoolExecutor(max_workers=c) as pool:
             measured = [m for ms in pool.map(worker, range(c)) for m in ms]
-        print(json.dumps(summarize(measured, time.perf_counter() - began)), flush=True)
+        print(json.dumps(summarize(measured, time.perf_counter() - began, per_client)), flush=True)
 
 
 class InProcess:
@@ -181,8 +230,8 @@ class Connection(asyncio.Protocol):
         )
         return head.encode() + data
 
-    async def stream(self, raw: bytes) -> tuple[float, int]:
-        """Send one request; return (seconds to the first content event, content events)."""
+    async def stream(self, raw: bytes) -> tuple[float, int, int]:
+        """Send one request; return seconds to the first content event, content events, prompt tokens computed."""
         assert self.transport is not None
         self.done = asyncio.get_running_loop().create_future()
         self.first, self.events, self.tail, self.body = None, 0, b"", []
@@ -190,7 +239,9 @@ class Connection(asyncio.Protocol):
         self.transport.write(raw)
         await self.done
         assert self.first is not None, "no content event"
-        return self.first - self.sent, self.events
+        start = self.tail.rindex(b'"usage":{"completion_tokens"')
+        usage = json.loads(self.tail[start + 8 : self.tail.index(b"}}", start) + 2])
+        return self.first - self.sent, self.events, uncached(usage)
 
     def data_received(self, data: bytes) -> None:
         if not self.tail and not data.startswith(b"HTTP/1.1 200"):
@@ -204,7 +255,7 @@ class Connection(asyncio.Protocol):
             if self.first is None:
                 self.first = time.perf_counter()
             self.events += found
-        self.tail = scan
+        self.tail = (self.tail + data)[-16384:]  # the usage chunk is read from it at the end
         if self.keep_body:
             self.body.append(data)
         if scan.endswith(b"0\r\n\r\n") and b"data: [DONE]" in scan[-64:]:
@@ -239,7 +290,7 @@ async def run_http(
     await asyncio.gather(*(conn.open() for conn in connections))
     shares: list[tuple[float, float, float]] = []
 
-    async def worker(k: int) -> list[tuple[float, int]]:
+    async def worker(k: int) -> list[Measured]:
         conn = connections[k]
         extra = {"request_breakdown": True} if breakdown else {}
         requests = [
@@ -248,19 +299,21 @@ async def run_http(
         await asyncio.sleep(k * stagger)
         measured = []
         for raw in requests:
-            ttft, n = await conn.stream(raw)
+            ttft, n, computed = await conn.stream(raw)
+            prompt_ms = None
             if breakdown:
                 b, markers = conn.breakdown()
                 n -= markers  # the breakdown quotes the messages: no tokens
                 engine = b["routing"]["attempts"][0]["latency"]
                 shares.append((ttft - b["ttft"], b["ttft"] - engine, engine))
-            measured.append((ttft, n))
+                prompt_ms = b["engine_timings"]["prompt_ms"]
+            measured.append((ttft, n, computed, prompt_ms))
         return measured
 
     try:
         began = time.perf_counter()
         measured = [m for ms in await asyncio.gather(*(worker(k) for k in range(c))) for m in ms]
-        result = summarize(measured, time.perf_counter() - began)
+        result = summarize(measured, time.perf_counter() - began, per_client)
         if shares:
             result["shares_ms"] = [[x * 1000 for x in share] for share in shares]
         return result
@@ -324,7 +377,9 @@ def main() -> None:
                     ip, ht = results[("inprocess", c)][-1], results[("http", c)][-1]
                     print(
                         f"round {r + 1} c={c}: tok/s {ip['tok_s']:.1f} / {ht['tok_s']:.1f}, "
-                        f"TTFT {ip['ttft_ms']:.1f} / {ht['ttft_ms']:.1f} ms",
+                        f"TTFT {ip['ttft_ms']:.1f} / {ht['ttft_ms']:.1f} ms, "
+                        f"prompt tokens computed {ip['computed']:.1f} / {ht['computed']:.1f}"
+                        + "".join(f", {name} split" for name, x in (("in-process", ip), ("HTTP", ht)) if x["split"]),
                         file=sys.stderr,
                         flush=True,
                     )
@@ -338,9 +393,10 @@ def main() -> None:
     print(
         "| concurrency | in-process tok/s | Quasar HTTP tok/s | ratio (median of rounds) "
         "| in-process TTFT ms | HTTP TTFT ms | added TTFT ms (median of rounds) | per-round range "
-        "| added TTFT ms (all requests pooled) |"
+        "| added TTFT ms (all requests pooled) | rounds split in-process / HTTP "
+        "| added TTFT ms, rounds split on neither side (median of rounds) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for c in args.concurrency:
         ip, ht = results[("inprocess", c)], results[("http", c)]
         ratio = statistics.median(h["tok_s"] / i["tok_s"] for i, h in zip(ip, ht, strict=True))
@@ -348,10 +404,12 @@ def main() -> None:
         tok = [statistics.median(x["tok_s"] for x in side) for side in (ip, ht)]
         ttft = [statistics.median(x["ttft_ms"] for x in side) for side in (ip, ht)]
         pooled = [statistics.median(t for x in side for t in x["ttfts"]) for side in (ip, ht)]
+        whole = [d for d, i, h in zip(diffs, ip, ht, strict=True) if not i["split"] and not h["split"]]
         print(
             f"| {c} | {tok[0]:.1f} | {tok[1]:.1f} | {ratio:.3f} | {ttft[0]:.1f} | {ttft[1]:.1f} "
             f"| {statistics.median(diffs):+.1f} | {min(diffs):+.1f} .. {max(diffs):+.1f} "
-            f"| {pooled[1] - pooled[0]:+.1f} |"
+            f"| {pooled[1] - pooled[0]:+.1f} | {sum(x['split'] for x in ip)} / {sum(x['split'] for x in ht)} "
+            f"| {f'{statistics.median(whole):+.1f} ({len(whole)} rounds)' if whole else '-'} |"
         )
     if args.breakdown:
         print("\n| concurrency | outside the handler ms | Quasar before the engine ms | engine incl. bridge ms |")
@@ -360,6 +418,24 @@ def main() -> None:
             shares = [share for x in results[("http", c)] for share in x.get("shares_ms", ())]
             cols = [statistics.median(share[i] for share in shares) for i in range(3)]
             print(f"| {c} | {cols[0]:.2f} | {cols[1]:.2f} | {cols[2]:.1f} |")
+        print(
+            "\n| concurrency | llama.cpp prompt ms in-process / HTTP | TTFT minus prompt ms in-process / HTTP "
+            "| added TTFT beside llama.cpp's prompt compute ms (median of rounds) | per-round range "
+            "| same, all requests pooled |"
+        )
+        print("|---|---|---|---|---|---|")
+        for c in args.concurrency:
+            ip, ht = results[("inprocess", c)], results[("http", c)]
+            prompt = [statistics.median(t for x in side for t in x["prompt_ms"]) for side in (ip, ht)]
+            # per side, per round: each request's TTFT less llama.cpp's own time computing its prompt
+            waits = [[[t - p for t, p in zip(x["ttfts"], x["prompt_ms"], strict=True)] for x in s] for s in (ip, ht)]
+            pooled = [statistics.median(w for ws in side for w in ws) for side in waits]
+            diffs = [statistics.median(h) - statistics.median(i) for i, h in zip(*waits, strict=True)]
+            print(
+                f"| {c} | {prompt[0]:.1f} / {prompt[1]:.1f} | {pooled[0]:.1f} / {pooled[1]:.1f} "
+                f"| {statistics.median(diffs):+.1f} | {min(diffs):+.1f} .. {max(diffs):+.1f} "
+                f"| {pooled[1] - pooled[0]:+.1f} |"
+            )
 
 
 if __name__ == "__main__":
