@@ -1,12 +1,12 @@
-"""Stop working for a client that has gone away before its answer began.
+"""Stop working for a client that has gone away.
 
-A stream's disconnects are watched by Starlette once its first event has left. Before that, and for
-the whole of a non-streamed request, nobody listens: a client that gives up on a long generation
-would keep its slot (or its upstream request) busy to the end. `Disconnects` watches the connection
-of every request that is still being answered WATCH_AFTER_S after it began, and cancels the
-request's task when its client leaves; the cancellation reaches the engine (llama.cpp stops at its
-next token, an upstream connection is closed) and the request log records the request as cancelled
-(499).
+Nothing else listens for it: a client that gives up on a long generation, streamed or not, would
+keep its slot (or its upstream request) busy to the end. `Disconnects` watches the connection of
+every request that is still being answered WATCH_AFTER_S after it began (a stream until its last
+event, see server/sse.py), and cancels the request's task when its client leaves; the cancellation
+reaches the engine (llama.cpp stops at its next token, an upstream connection is closed) and the
+request log records the request as cancelled (499 before the answer began, 200 after a stream's first
+event).
 
 The many requests that finish sooner pay for a dict entry only: one timer per app, not one per
 request, looks for requests that have run long enough to need a watcher (a per-request timer and

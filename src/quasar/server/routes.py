@@ -16,6 +16,7 @@ from quasar.server.disconnect import Disconnects
 from quasar.server.parse import parse_body
 from quasar.server.respond import respond
 from quasar.server.responses import JSON
+from quasar.server.sse import EventStream
 from quasar.service import ChatService
 
 router = APIRouter()
@@ -37,7 +38,8 @@ async def handle_chat(request: Request, schema: type[ChatRequest]) -> Response:
     """The chat endpoints and seed 003's /api/generate/ (its schema allows `models` instead of `model`).
 
     Whatever happens inside, the meter writes the request's log row and settles its reservation. A
-    client that leaves before its answer begins cancels the work (logged as cancelled).
+    client that leaves before its answer is complete cancels the work (logged as cancelled): a stream
+    stays watched until its last event.
     """
     started = time.perf_counter()
     meter: Meter = request.app.state.meter
@@ -48,9 +50,15 @@ async def handle_chat(request: Request, schema: type[ChatRequest]) -> Response:
         disconnects: Disconnects = request.app.state.disconnects
         disconnects.add(request)
         try:
-            return await respond(_service(request), meter, record, body, principal, started)
-        finally:
+            response = await respond(_service(request), meter, record, body, principal, started)
+        except BaseException:
             disconnects.discard()
+            raise
+        if isinstance(response, EventStream):
+            response.ended = disconnects.discard
+        else:
+            disconnects.discard()
+        return response
 
 
 # Plain Starlette routes: FastAPI's per-request dependency solving cost about a sixth of the gateway's
