@@ -21,6 +21,10 @@ import asyncio
 from starlette.requests import Request
 
 WATCH_AFTER_S = 0.05
+# uvloop's timers count whole milliseconds and fire up to a millisecond early: a sweep that only took
+# requests at least WATCH_AFTER_S old found none and rescheduled itself for the same instant, hundreds
+# of times a second under load
+TIMER_SLACK_S = 0.002
 
 
 class Disconnects:
@@ -50,7 +54,7 @@ class Disconnects:
     def _sweep(self) -> None:
         self._timer = None
         loop = asyncio.get_running_loop()
-        due = loop.time() - WATCH_AFTER_S
+        due = loop.time() - WATCH_AFTER_S + TIMER_SLACK_S
         for task, (started, request) in list(self._waiting.items()):
             if started > due:
                 break  # entries are in start order: the rest are younger
