@@ -329,6 +329,24 @@ QUASAR_CONFIG = (
 )
 
 
+def header(columns: str) -> None:
+    """A markdown table's head, from its column names separated by " | "."""
+    print(f"| {columns} |")
+    print("|" + "---|" * (columns.count(" | ") + 1))
+
+
+def compare(inprocess: list[list[float]], http: list[list[float]]) -> tuple[list[float], float]:
+    """Per round, HTTP's median less in-process's; and the same of all rounds' values pooled."""
+    diffs = [statistics.median(h) - statistics.median(i) for i, h in zip(inprocess, http, strict=True)]
+    pooled = [statistics.median(v for values in side for v in values) for side in (inprocess, http)]
+    return diffs, pooled[1] - pooled[0]
+
+
+def spread(diffs: list[float]) -> str:
+    """The median of per-round differences and their range, as two table cells."""
+    return f"{statistics.median(diffs):+.1f} | {min(diffs):+.1f} .. {max(diffs):+.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=64)
@@ -390,51 +408,46 @@ def main() -> None:
         f"per request, {args.requests_per_client} per client, clients {args.stagger_ms:g} ms apart, "
         f"{args.rounds} rounds\n"
     )
-    print(
-        "| concurrency | in-process tok/s | Quasar HTTP tok/s | ratio (median of rounds) "
-        "| in-process TTFT ms | HTTP TTFT ms | added TTFT ms (median of rounds) | per-round range "
-        "| added TTFT ms (all requests pooled) | rounds split in-process / HTTP "
-        "| added TTFT ms, rounds split on neither side (median of rounds) |"
+    header(
+        "concurrency | in-process tok/s | Quasar HTTP tok/s | ratio (median of rounds) | in-process TTFT ms "
+        "| HTTP TTFT ms | added TTFT ms (median of rounds) | per-round range | added TTFT ms (all requests pooled) "
+        "| rounds split in-process / HTTP | added TTFT ms, rounds split on neither side (median of rounds)"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for c in args.concurrency:
         ip, ht = results[("inprocess", c)], results[("http", c)]
         ratio = statistics.median(h["tok_s"] / i["tok_s"] for i, h in zip(ip, ht, strict=True))
-        diffs = [h["ttft_ms"] - i["ttft_ms"] for i, h in zip(ip, ht, strict=True)]
+        diffs, pooled = compare([x["ttfts"] for x in ip], [x["ttfts"] for x in ht])
         tok = [statistics.median(x["tok_s"] for x in side) for side in (ip, ht)]
         ttft = [statistics.median(x["ttft_ms"] for x in side) for side in (ip, ht)]
-        pooled = [statistics.median(t for x in side for t in x["ttfts"]) for side in (ip, ht)]
         whole = [d for d, i, h in zip(diffs, ip, ht, strict=True) if not i["split"] and not h["split"]]
         print(
             f"| {c} | {tok[0]:.1f} | {tok[1]:.1f} | {ratio:.3f} | {ttft[0]:.1f} | {ttft[1]:.1f} "
-            f"| {statistics.median(diffs):+.1f} | {min(diffs):+.1f} .. {max(diffs):+.1f} "
-            f"| {pooled[1] - pooled[0]:+.1f} | {sum(x['split'] for x in ip)} / {sum(x['split'] for x in ht)} "
+            f"| {spread(diffs)} | {pooled:+.1f} | {sum(x['split'] for x in ip)} / {sum(x['split'] for x in ht)} "
             f"| {f'{statistics.median(whole):+.1f} ({len(whole)} rounds)' if whole else '-'} |"
         )
     if args.breakdown:
-        print("\n| concurrency | outside the handler ms | Quasar before the engine ms | engine incl. bridge ms |")
-        print("|---|---|---|---|")
+        print()
+        header("concurrency | outside the handler ms | Quasar before the engine ms | engine incl. bridge ms")
         for c in args.concurrency:
             shares = [share for x in results[("http", c)] for share in x.get("shares_ms", ())]
             cols = [statistics.median(share[i] for share in shares) for i in range(3)]
             print(f"| {c} | {cols[0]:.2f} | {cols[1]:.2f} | {cols[2]:.1f} |")
-        print(
-            "\n| concurrency | llama.cpp prompt ms in-process / HTTP | TTFT minus prompt ms in-process / HTTP "
+        print()
+        header(
+            "concurrency | llama.cpp prompt ms in-process / HTTP | TTFT minus prompt ms in-process / HTTP "
             "| added TTFT beside llama.cpp's prompt compute ms (median of rounds) | per-round range "
-            "| same, all requests pooled |"
+            "| same, all requests pooled"
         )
-        print("|---|---|---|---|---|---|")
         for c in args.concurrency:
             ip, ht = results[("inprocess", c)], results[("http", c)]
             prompt = [statistics.median(t for x in side for t in x["prompt_ms"]) for side in (ip, ht)]
             # per side, per round: each request's TTFT less llama.cpp's own time computing its prompt
             waits = [[[t - p for t, p in zip(x["ttfts"], x["prompt_ms"], strict=True)] for x in s] for s in (ip, ht)]
-            pooled = [statistics.median(w for ws in side for w in ws) for side in waits]
-            diffs = [statistics.median(h) - statistics.median(i) for i, h in zip(*waits, strict=True)]
+            medians = [statistics.median(w for ws in side for w in ws) for side in waits]
+            diffs, pooled = compare(*waits)
             print(
-                f"| {c} | {prompt[0]:.1f} / {prompt[1]:.1f} | {pooled[0]:.1f} / {pooled[1]:.1f} "
-                f"| {statistics.median(diffs):+.1f} | {min(diffs):+.1f} .. {max(diffs):+.1f} "
-                f"| {pooled[1] - pooled[0]:+.1f} |"
+                f"| {c} | {prompt[0]:.1f} / {prompt[1]:.1f} | {medians[0]:.1f} / {medians[1]:.1f} "
+                f"| {spread(diffs)} | {pooled:+.1f} |"
             )
 
 
