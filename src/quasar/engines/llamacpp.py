@@ -302,7 +302,7 @@ class LlamaCppEngine:
                 loop.call_soon_threadsafe(queue.put_nowait, done)
 
         self._in_flight += request.n
-        future = loop.run_in_executor(self._executor, run)
+        self._executor.submit(run)  # not an asyncio future: its completion would wake the loop once more
         usages: list[dict[str, Any]] = []  # with n > 1, one usage chunk per choice: sent as one at the end
         last_usage: dict[str, Any] = {}
         try:
@@ -326,7 +326,6 @@ class LlamaCppEngine:
         finally:
             cancelled.set()
             self._in_flight -= request.n
-            future.add_done_callback(lambda f: f.exception())
 
 
 def _preread(path: Path, chunk: int = 8 << 20) -> None:
