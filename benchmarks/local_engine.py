@@ -59,15 +59,15 @@ CONTENT = b'"content":"'  # in a chunk: one content token, when n == 1
 PROMPTS = [f"Write a long story about a lighthouse keeper, part {i}." for i in range(1000)]
 
 
-def request_body(i: int, tokens: int, stream: bool = True) -> dict:
+def request_body(i: int, tokens: int) -> dict:
     return {
         "model": "spark",
         "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
         "max_tokens": tokens,
         "temperature": 0,
         "logit_bias": {"2": -100},
-        "stream": stream,
-        "stream_options": {"include_usage": True} if stream else None,
+        "stream": True,
+        "stream_options": {"include_usage": True},
     }
 
 
@@ -335,6 +335,11 @@ def header(columns: str) -> None:
     print("|" + "---|" * (columns.count(" | ") + 1))
 
 
+def by_concurrency(results: dict[tuple[str, int], list[dict]], levels: list[int]) -> list[tuple[int, list, list]]:
+    """Per concurrency: the in-process side's rounds and the HTTP side's."""
+    return [(c, results[("inprocess", c)], results[("http", c)]) for c in levels]
+
+
 def compare(inprocess: list[list[float]], http: list[list[float]]) -> tuple[list[float], float]:
     """Per round, HTTP's median less in-process's; and the same of all rounds' values pooled."""
     diffs = [statistics.median(h) - statistics.median(i) for i, h in zip(inprocess, http, strict=True)]
@@ -413,8 +418,7 @@ def main() -> None:
         "| HTTP TTFT ms | added TTFT ms (median of rounds) | per-round range | added TTFT ms (all requests pooled) "
         "| rounds split in-process / HTTP | added TTFT ms, rounds split on neither side (median of rounds)"
     )
-    for c in args.concurrency:
-        ip, ht = results[("inprocess", c)], results[("http", c)]
+    for c, ip, ht in by_concurrency(results, args.concurrency):
         ratio = statistics.median(h["tok_s"] / i["tok_s"] for i, h in zip(ip, ht, strict=True))
         diffs, pooled = compare([x["ttfts"] for x in ip], [x["ttfts"] for x in ht])
         tok = [statistics.median(x["tok_s"] for x in side) for side in (ip, ht)]
@@ -438,8 +442,7 @@ def main() -> None:
             "| added TTFT beside llama.cpp's prompt compute ms (median of rounds) | per-round range "
             "| same, all requests pooled"
         )
-        for c in args.concurrency:
-            ip, ht = results[("inprocess", c)], results[("http", c)]
+        for c, ip, ht in by_concurrency(results, args.concurrency):
             prompt = [statistics.median(t for x in side for t in x["prompt_ms"]) for side in (ip, ht)]
             # per side, per round: each request's TTFT less llama.cpp's own time computing its prompt
             waits = [[[t - p for t, p in zip(x["ttfts"], x["prompt_ms"], strict=True)] for x in s] for s in (ip, ht)]
