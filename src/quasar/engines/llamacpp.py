@@ -2,7 +2,8 @@
 
 One `xllamacpp.Server` per deployment: continuous batching over `parallel` slots, generation on
 llama.cpp's own threads with the GIL released. A request runs on a worker thread that blocks in
-`handle_chat_completions`; streamed chunks cross to the event loop with `call_soon_threadsafe`.
+`handle_chat_completions`, started by `engines/handover.py` once the loop has taken in the requests
+that came with it; streamed chunks cross to the event loop with `call_soon_threadsafe`.
 Returning True from the chunk callback cancels the generation, so closing a stream frees its slot
 within one decode step. Non-streamed requests run as streams too, folded into one body by
 `engines/assemble.py`, so that a client going away frees the slot either way.
@@ -32,6 +33,7 @@ import orjson
 from quasar.api.chat import ChatRequest
 from quasar.config import BUILTIN_MODEL, Deployment
 from quasar.engines.assemble import Assembler, merge_usage
+from quasar.engines.handover import Handover
 from quasar.engines.http import Pool
 from quasar.errors import (
     ConfigError,
@@ -93,6 +95,7 @@ class LlamaCppEngine:
         self._server: Any = None
         self._key = secrets.token_urlsafe(32)
         self._executor = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix="llamacpp")
+        self._handover = Handover(self._executor)
         self._in_flight = 0
         self._http: Pool | None = None  # to the embedded listener, only to count prompt tokens
         self.fingerprint = ""
@@ -147,6 +150,7 @@ class LlamaCppEngine:
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
+        self._handover.flush()  # anything still waiting for its thread finds the engine closed
         server, self._server = self._server, None
         if server is not None:
             await asyncio.to_thread(_drop, server)
@@ -266,10 +270,22 @@ class LlamaCppEngine:
             reply.add(chunk)
             return False
 
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+
+        def run() -> None:
+            try:
+                if not cancelled.is_set():  # a caller that left while its request waited for a thread
+                    self._server.handle_chat_completions(body, on_chunk)
+            except Exception as exc:  # as from stream(): an engine error, not an unexplained 500
+                loop.call_soon_threadsafe(_settle, finished, EngineError(f"llama.cpp failed: {exc}"))
+            else:
+                loop.call_soon_threadsafe(_settle, finished, None)
+
         self._in_flight += request.n
         try:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, self._server.handle_chat_completions, body, on_chunk)
+            self._handover.start(run)
+            await finished
         finally:
             cancelled.set()
             self._in_flight -= request.n
@@ -295,14 +311,15 @@ class LlamaCppEngine:
 
         def run() -> None:
             try:
-                self._server.handle_chat_completions(body, on_chunk)
+                if not cancelled.is_set():  # a client that left while its request waited for a thread
+                    self._server.handle_chat_completions(body, on_chunk)
             except Exception as exc:  # surfaced to the consumer, never swallowed
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, done)
 
         self._in_flight += request.n
-        self._executor.submit(run)  # not an asyncio future: its completion would wake the loop once more
+        self._handover.start(run)
         usages: list[dict[str, Any]] = []  # with n > 1, one usage chunk per choice: sent as one at the end
         last_usage: dict[str, Any] = {}
         try:
@@ -337,6 +354,15 @@ def _preread(path: Path, chunk: int = 8 << 20) -> None:
     with path.open("rb", buffering=0) as fh:
         while fh.read(chunk):
             pass
+
+
+def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
+    if future.done():  # the caller was cancelled meanwhile
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _trim_top_logprobs(body: dict[str, Any]) -> None:
