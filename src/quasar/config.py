@@ -35,6 +35,7 @@ class Deployment(_Strict):
     parallel: int = Field(4, ge=1, le=64)
     threads: int | None = Field(None, ge=1)
     max_queue: int = Field(64, ge=0)
+    nice: int = Field(5, ge=0, le=19)  # llama.cpp's threads run this much lower than Quasar's (Linux)
     # openai-compatible upstream
     provider: str | None = None
     base_url: str | None = None

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from quasar import sched
 from quasar.api.chat import ChatRequest
 from quasar.config import BUILTIN_MODEL, Deployment
 from quasar.engines.assemble import Assembler, merge_usage
@@ -139,13 +140,28 @@ class LlamaCppEngine:
         params.endpoint_props = False
         params.endpoint_metrics = False
         params.n_threads_http = 1
-        try:
-            self._server = xllamacpp.Server(params)
-        except Exception as exc:  # xllamacpp raises RuntimeError with no detail
-            raise ConfigError(f"llama.cpp could not load {self.path}: {exc}") from None
+        self._server = self._construct(xllamacpp.Server, params)
         ident = f"{self.path.name}:{self.path.stat().st_size}:{xllamacpp.__version__}"
         self.fingerprint = "fp_" + hashlib.sha256(ident.encode()).hexdigest()[:10]
         self._log(f"quasar: loaded {self.path.name} in {time.perf_counter() - started:.2f}s")
+
+    def _construct(self, server: Callable[[Any], Any], params: Any) -> Any:
+        """llama.cpp's server, built on a thread of its own whose priority its threads inherit (sched.py)."""
+        built: list[Any] = []
+
+        def construct() -> None:
+            sched.lower_thread_priority(self.deployment.nice)
+            try:
+                built.append(server(params))
+            except Exception as exc:  # xllamacpp raises RuntimeError with no detail
+                built.append(ConfigError(f"llama.cpp could not load {self.path}: {exc}"))
+
+        loader = threading.Thread(target=construct, name="llamacpp-load")
+        loader.start()
+        loader.join()
+        if isinstance(built[0], ConfigError):
+            raise built[0]
+        return built[0]
 
     async def close(self) -> None:
         if self._http is not None:
