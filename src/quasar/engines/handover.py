@@ -1,18 +1,17 @@
 """Starting the worker threads of local requests once the event loop has taken in their neighbours.
 
 Each local request blocks a worker thread inside llama.cpp, and that thread first spends about 1.6 ms
-of CPU there (chat template, tokens, the task) before llama.cpp has the request. Woken from the event
-loop the moment its request is parsed, a worker took the loop's CPU and then the GIL, while the
-requests sent together with its own waited unread in their sockets: of eight requests sent at once
-through HTTP, the last reached the handler 2.6 ms after the first and entered llama.cpp 8 ms after
-it, against 4 ms for eight threads calling llama.cpp directly, and llama.cpp, which starts a batch
-with whatever it has queued, started the eight prompts in two batches in most such bursts.
+of CPU there (chat template, tokens, the task) before llama.cpp has the request. Woken the moment its
+request was admitted, a worker held the loop up: in bursts of eight requests sent at once,
+the loop stopped reading for about 1.5 ms after admitting the first (its CPU time stood still), the
+last request entered llama.cpp about 8 ms after the first was sent against 4 ms for eight threads
+calling llama.cpp directly, and llama.cpp, which starts a batch with whatever it has queued, started
+the eight prompts in two batches in most bursts (benchmarks/request_path.py times the same steps).
 
 So a request's thread is started once a turn of the loop has passed without a new request, or after
-`MAX_TURNS` turns whatever comes: each turn takes in whatever the sockets hold. A lone request waits
-two turns (tens of microseconds); a burst is read, parsed and admitted first, then its threads start
-together (measured: the last of eight in llama.cpp after 4.8 ms, split batches in 3 of 16 bursts
-instead of 11).
+`MAX_TURNS` turns whatever comes; each turn takes in whatever the sockets hold. A lone request waits
+two turns (tens of microseconds, not measurable in its time to first token); a burst is read, parsed
+and admitted first, then its threads start together.
 """
 
 from __future__ import annotations
