@@ -79,5 +79,8 @@ def lower_thread_priority(increment: int) -> bool:
     if increment <= 0 or not sys.platform.startswith("linux"):
         return False
     tid = threading.get_native_id()
-    os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+    except OSError:  # a sandbox that forbids it: run at the inherited priority
+        return False
     return True
