@@ -10,14 +10,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from quasar.accounting.cache import LocalCache
+from quasar.accounting.limits import LocalLimits
+from quasar.accounting.meter import Meter
 from quasar.api.chat import ChatRequest
-from quasar.auth import StaticKeys
-from quasar.cache import LocalCache
+from quasar.auth.managed import KeyRing, create_key
+from quasar.auth.static import StaticKeys
+from quasar.catalog import ModelEntry
 from quasar.config import parse_settings
-from quasar.keys import KeyRing, create_key
-from quasar.limits import LocalLimits
-from quasar.metering import Meter
-from quasar.service import ChatService, ModelEntry
+from quasar.service import ChatService
 from quasar.store import Store
 
 CONFIG = """models:

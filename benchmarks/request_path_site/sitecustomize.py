@@ -28,7 +28,7 @@ def install(out: str) -> None:
     import concurrent.futures.thread as pool_thread
 
     import quasar.server.protocol as protocol
-    import quasar.server.routes as routes
+    import quasar.server.routes.chat as routes
     from quasar.engines import llamacpp
 
     events: list[tuple[float, str, int]] = []

@@ -7,51 +7,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from quasar.accounting.cost import price_usage
 from quasar.api.chat import ChatRequest
 from quasar.api.errors import describe
 from quasar.api.gateway import gateway_options
-from quasar.auth import Principal
-from quasar.breakdown import stream_chunk, summary
-from quasar.config import Deployment, Settings
-from quasar.cost import price_usage
+from quasar.auth.principal import Principal
+from quasar.catalog import ModelEntry
+from quasar.config import Settings
 from quasar.engines.base import Engine
 from quasar.errors import InvalidRequest, ModelNotFound, QuasarError
-from quasar.router import Router
-from quasar.trace import Trace
-
-
-@dataclass
-class ModelEntry:
-    name: str
-    deployments: list[tuple[Deployment, Engine]]
-    created: int
-
-    @property
-    def context_length(self) -> int:
-        return max(d.context_length for d, _ in self.deployments)
-
-    @property
-    def owned_by(self) -> str:
-        return self.deployments[0][1].owned_by
-
-    @property
-    def ready(self) -> bool:
-        return any(engine.ready for _, engine in self.deployments)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.name,
-            "object": "model",
-            "created": self.created,
-            "owned_by": self.owned_by,
-            "context_length": self.context_length,
-            "ready": self.ready,
-        }
+from quasar.gateway.breakdown import stream_chunk, summary
+from quasar.gateway.router import Router
+from quasar.gateway.trace import Trace
 
 
 class ChatService:

@@ -30,9 +30,9 @@ from typing import Any
 
 import orjson
 
-from quasar import sched
 from quasar.api.chat import ChatRequest
 from quasar.config import BUILTIN_MODEL, Deployment
+from quasar.engines import sched
 from quasar.engines.assemble import Assembler, merge_usage
 from quasar.engines.handover import Handover
 from quasar.engines.http import Pool

@@ -23,7 +23,7 @@ from quasar.api.gateway import GATEWAY_FIELDS
 from quasar.config import Deployment
 from quasar.engines.http import ConnectError, HTTPError, Pool, Response
 from quasar.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamTimeout
-from quasar.providers import auth_headers, resolve_base_url
+from quasar.gateway.providers import auth_headers, resolve_base_url
 
 ALL_CAPABILITIES = frozenset({"tools", "vision", "json_schema"})
 # Quasar's own fields and seed 000's misspelt alias (already copied to presence_penalty) stay here.

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -15,31 +14,26 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from quasar import __version__, sched
+from quasar import __version__
 from quasar.api.chat import ChatRequest
 from quasar.api.gateway import GenerateRequest
+from quasar.catalog import build_models
 from quasar.config import Settings
-from quasar.engines.factory import build_engine
+from quasar.engines import sched
 from quasar.engines.llamacpp import LlamaCppEngine
 from quasar.errors import InvalidRequest, MethodNotAllowed, NotFound, QuasarError
-from quasar.server import accounting
-from quasar.server.admin import router as admin_router
+from quasar.server import state
 from quasar.server.disconnect import Disconnects
 from quasar.server.fastpath import ChatFastPath, unexpected_error
-from quasar.server.generate import router as generate_router
 from quasar.server.middleware import BodyLimit, RequestId
 from quasar.server.responses import JSON, error_response
-from quasar.server.routes import router
-from quasar.server.usage import router as usage_router
-from quasar.service import ChatService, ModelEntry
+from quasar.server.routes.admin import router as admin_router
+from quasar.server.routes.chat import router
+from quasar.server.routes.usage import router as usage_router
+from quasar.service import ChatService
 
 log = logging.getLogger("quasar")
 GC_YOUNG_THRESHOLD = 10_000
-
-
-def build_models(settings: Settings) -> dict[str, ModelEntry]:
-    now = int(time.time())
-    return {m.name: ModelEntry(m.name, [(d, build_engine(d)) for d in m.deployments], now) for m in settings.models}
 
 
 class QuasarApp(FastAPI):
@@ -90,7 +84,7 @@ def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await accounting.start(app)
+        await state.start(app)
         loading = asyncio.create_task(load_engines(app))
         try:
             yield
@@ -99,7 +93,7 @@ def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | N
             for entry in models.values():
                 for _, engine in entry.deployments:
                     await engine.close()
-            await accounting.stop(app)
+            await state.stop(app)
 
     app = QuasarApp(
         title="Quasar",
@@ -114,11 +108,10 @@ def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | N
     app.state.load_error = None
     app.state.serving = asyncio.Event()
     app.state.disconnects = Disconnects()
-    accounting.install(app, settings)
+    state.install(app, settings)
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(usage_router)
-    app.include_router(generate_router)
     _install_error_handlers(app)
     _install_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.server.max_body_bytes)
@@ -154,7 +147,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(unexpected_error())
 
 
-# The chat routes are plain Starlette routes (server/routes.py): their operations are described here.
+# The chat routes are plain Starlette routes (server/routes/chat.py): their operations are described here.
 _DOCUMENTED = (
     ("/v1/chat/completions", ChatRequest, "Create a chat completion"),
     ("/chat/completions", ChatRequest, "Create a chat completion (seed 000's path)"),

@@ -24,7 +24,7 @@ from quasar.errors import EngineError, QuasarError
 from quasar.server.disconnect import client_gone
 from quasar.server.middleware import BodyLimit, RequestId
 from quasar.server.responses import error_response
-from quasar.server.routes import handle_chat
+from quasar.server.routes.chat import handle_chat
 
 log = logging.getLogger("quasar")
 

@@ -10,11 +10,11 @@ import contextlib
 
 from starlette.responses import Response
 
+from quasar.accounting.meter import Meter
+from quasar.accounting.record import RequestRecord
 from quasar.api.chat import ChatRequest
-from quasar.auth import Principal
+from quasar.auth.principal import Principal
 from quasar.errors import QuasarError
-from quasar.metering import Meter
-from quasar.record import RequestRecord
 from quasar.server import sse
 from quasar.server.responses import JSON
 from quasar.service import ChatService

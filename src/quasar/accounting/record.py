@@ -1,0 +1,174 @@
+"""RequestRecord: what one request did, filled in as it runs and written to the request log once.
+
+The request's seed-003 fields come typed from the gateway's GatewayOptions; where it was routed, what
+each attempt did and what it cost come from its routing Trace when the record finishes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import orjson
+
+from quasar.accounting.cost import cost_of, price_version
+from quasar.api.chat import ChatRequest, Message
+from quasar.api.gateway import GatewayOptions
+from quasar.config import Price
+from quasar.gateway.trace import Trace
+from quasar.ids import sortable_id
+
+
+@dataclass
+class RequestRecord:
+    request_id: str
+    stream: bool = False
+    id: str = field(default_factory=sortable_id)
+    created: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+    key_id: str | None = None
+    customer_identifier: str | None = None
+    metadata: dict[str, Any] | None = None
+    model: str | None = None
+    deployment: str | None = None
+    provider: str | None = None
+    status: str = "ok"  # ok | error | truncated | cancelled
+    http_status: int = 200
+    error: str | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    price_version: str | None = None
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    routing_ms: float | None = None
+    attempts: int = 0
+    cache_hit: bool = False
+    messages: list[Message] | None = None
+    reply: list[dict[str, Any]] | None = None
+    trace: dict[str, Any] | None = None
+    keep_content: bool = True
+    price: Price | None = None
+    streaming: bool = False  # a stream has taken over finishing the record
+    done: bool = False
+    secrets: list[str] = field(default_factory=list)  # redacted from anything written
+    routing: Trace | None = None  # the router's trace, read when the record finishes
+
+    def take_request(self, request: ChatRequest, options: GatewayOptions, log_content: bool) -> None:
+        """Note what the client asked for, with its validated seed-003 fields."""
+        self.model = request.model
+        self.stream = request.stream
+        self.customer_identifier = options.customer_identifier
+        self.metadata = options.metadata or None
+        self.keep_content = log_content and not options.disable_log
+        if self.keep_content:
+            self.messages = request.messages  # serialized by row(), in the log writer
+
+    def take_trace(self, trace: Trace) -> None:
+        """Where the router sent the request, every attempt, and the cost it settled."""
+        self.deployment = trace.deployment
+        self.provider = trace.provider
+        self.attempts = len(trace.attempts)
+        self.routing_ms = trace.routing_time * 1000 if trace.attempts else None
+        if trace.ttft is not None and self.ttft_ms is None:
+            self.ttft_ms = trace.ttft * 1000
+        if trace.usage:
+            self.take_usage(trace.usage)
+        if trace.price is not None:
+            self.price = trace.price
+            self.price_version = price_version(trace.price)
+        if trace.attempts or trace.dropped:
+            self.trace = trace.routing()
+
+    def first_token(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = (time.perf_counter() - self.started) * 1000
+
+    def take_usage(self, usage: dict[str, Any] | None) -> None:
+        if not usage:
+            return
+        self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens = int(usage.get("completion_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        self.cached_tokens = int(details.get("cached_tokens") or 0)
+
+    def take_chunk(self, chunk: dict[str, Any]) -> None:
+        """One streamed chunk from the engine, the usage chunk included."""
+        choices = chunk.get("choices")
+        if not choices:
+            self.take_usage(chunk.get("usage"))
+            return
+        self.first_token()
+        if not self.keep_content:
+            return
+        reply = self.reply if self.reply is not None else []
+        for choice in choices:
+            index = int(choice.get("index") or 0)
+            while len(reply) <= index:
+                reply.append({"role": "assistant", "content": ""})
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                reply[index]["content"] += content
+        self.reply = reply
+
+    def take_reply(self, body: dict[str, Any]) -> None:
+        self.take_usage(body.get("usage"))
+        if self.keep_content:
+            self.reply = [c.get("message") for c in body.get("choices", [])]
+
+    def fail(self, status: str, http_status: int, message: str) -> None:
+        if self.done:
+            return
+        self.status = status
+        self.http_status = http_status
+        self.error = message
+
+    def finish(self) -> None:
+        self.done = True
+        self.latency_ms = (time.perf_counter() - self.started) * 1000
+        if self.routing is not None:
+            self.take_trace(self.routing)
+        if self.cache_hit:
+            self.cost = 0.0
+        elif self.routing is not None and self.routing.cost is not None:
+            self.cost = self.routing.cost.usd
+        elif self.price is not None:
+            self.cost = cost_of(self.price, self.prompt_tokens, self.cached_tokens, self.completion_tokens)
+
+    def row(self) -> dict[str, Any]:
+        row = {name: getattr(self, name) for name in _STORED}
+        if self.messages is not None:
+            row["messages"] = [m.model_dump(mode="json", exclude_none=True) for m in self.messages]
+        if self.secrets and _mentions(row, self.secrets):
+            row = redact(row, self.secrets)
+        return row
+
+
+_STORED = tuple(
+    f.name
+    for f in fields(RequestRecord)
+    if f.name not in {"started", "keep_content", "price", "streaming", "done", "secrets", "routing"}
+)
+
+
+def _mentions(row: dict[str, Any], secrets: list[str]) -> bool:
+    """Whether any secret occurs anywhere in the row: one serialization, instead of walking every value.
+
+    Each secret is looked for as JSON writes it (quotes and backslashes escaped), as the blob has it."""
+    blob = orjson.dumps(row, default=str)
+    return any(orjson.dumps(secret)[1:-1] in blob for secret in secrets)
+
+
+def redact(value: Any, secrets: list[str]) -> Any:
+    """`value` with every occurrence of each secret replaced."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "[redacted]")
+        return value
+    if isinstance(value, dict):
+        return {k: redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, secrets) for v in value]
+    return value

@@ -1,0 +1,1 @@
+"""Who is calling: static and managed keys, and the principal they resolve to."""

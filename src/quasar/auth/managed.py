@@ -1,0 +1,193 @@
+"""Managed API keys: created, listed, updated and revoked in the store; looked up through a cache.
+
+A request makes no database call for a key seen within the cache's lifetime. Without Redis the
+lifetime is one second, so a revocation holds everywhere within a second; with Redis every change is
+published and each replica drops its cache at once, and the lifetime is longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from quasar.auth.principal import Principal
+from quasar.auth.static import StaticKeys, bearer_token, hash_key
+from quasar.config import Quota
+from quasar.errors import AuthenticationFailed, InvalidRequest, StoreUnavailable
+from quasar.store import keys as key_rows
+
+log = logging.getLogger("quasar.auth.managed")
+KEY_PREFIX = "qsr-"
+LOCAL_TTL_S = 1.0
+SHARED_TTL_S = 30.0
+MAX_CACHED = 10_000
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def parse_expiry(value: float | int | str | None, now: float | None = None) -> float | None:
+    """An expiry as epoch seconds, an ISO 8601 time, or a duration from now (30d, 12h, 15m, 90s)."""
+    if value is None or value == "":
+        return None
+    now = time.time() if now is None else now
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip())
+        if match:
+            return now + int(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            pass
+        else:
+            return moment.timestamp() if moment.tzinfo else moment.astimezone().timestamp()
+    raise InvalidRequest(
+        "Invalid value for 'expires': use epoch seconds, an ISO 8601 time or a duration such as 30d.",
+        param="expires",
+    )
+
+
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    """A key row as the admin API and CLI show it: never the hash."""
+    out = {k: v for k, v in row.items() if k != "key_hash"}
+    out["object"] = "api_key"
+    return out
+
+
+def principal_of(row: dict[str, Any]) -> Principal:
+    quota = Quota(rpm=row["rpm"], tpm=row["tpm"], budget=row["budget"], budget_period=row["budget_period"])
+    return Principal(key_id=row["id"], name=row["name"], models=frozenset(row["models"] or []), quota=quota)
+
+
+@dataclass
+class _Cached:
+    row: dict[str, Any] | None
+    at: float
+
+
+class KeyRing:
+    """Static keys from the config, then managed keys from the store."""
+
+    def __init__(self, static: StaticKeys, engine: AsyncEngine, ttl: float = LOCAL_TTL_S) -> None:
+        self.static = static
+        self.engine = engine
+        self.ttl = ttl
+        self._cache: dict[str, _Cached] = {}
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    async def _lookup(self, digest: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached.at < self.ttl:
+            return cached.row
+        try:
+            row = await key_rows.by_hash(self.engine, digest)
+        except Exception:
+            if cached is not None:
+                return cached.row  # the database is down: the last known answer is better than none
+            raise StoreUnavailable("The key store is unavailable; try again shortly.") from None
+        if len(self._cache) >= MAX_CACHED:
+            self._cache.clear()
+        self._cache[digest] = _Cached(row, now)
+        return row
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        token = bearer_token(authorization)
+        if token is not None and token.startswith(KEY_PREFIX):
+            row = await self._lookup(hash_key(token))
+            if row is not None:
+                if row["revoked"] is not None:
+                    raise AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
+                if row["expires"] is not None and row["expires"] <= time.time():
+                    raise AuthenticationFailed("This API key has expired.", code="api_key_expired")
+                return principal_of(row)
+        return self.static.authenticate(authorization)
+
+
+async def create_key(engine: AsyncEngine, fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Store a new key's hash; return the key (shown once) and its row."""
+    key = new_key()
+    row = {
+        "id": f"key_{uuid.uuid4().hex[:16]}",
+        "name": fields.get("name") or "unnamed",
+        "key_hash": hash_key(key),
+        "prefix": key[: len(KEY_PREFIX) + 4],
+        "models": list(fields.get("models") or []),
+        "rpm": fields.get("rpm"),
+        "tpm": fields.get("tpm"),
+        "budget": fields.get("budget"),
+        "budget_period": fields.get("budget_period") or "total",
+        "created": time.time(),
+        "expires": fields.get("expires"),
+        "revoked": None,
+    }
+    await key_rows.insert_key(engine, row)
+    return key, row
+
+
+class KeyEvents:
+    """Redis pub/sub of key changes: every replica drops its key cache when any key changes."""
+
+    def __init__(self, redis: Any, namespace: str, ring: KeyRing) -> None:
+        self.redis = redis
+        self.channel = f"{namespace}:keys"
+        self.ring = ring
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def publish(self, key_id: str) -> None:
+        """Tell every replica; if Redis is away, they see the change when their cache entries expire."""
+        try:
+            await self.redis.publish(self.channel, key_id)
+        except Exception as exc:
+            log.warning("quasar: key events: could not publish a key change (%s)", type(exc).__name__)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="quasar-key-events")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), 2)
+
+    async def _listen(self) -> None:
+        connected = True  # until shown otherwise: the first failure is reported
+        while True:
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                async with pubsub:
+                    await pubsub.subscribe(self.channel)
+                    self.ring.ttl = SHARED_TTL_S
+                    self.ring.invalidate()  # changes made while unsubscribed
+                    self._subscribed.set()
+                    connected = True
+                    async for _message in pubsub.listen():
+                        self.ring.invalidate()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if connected:
+                    log.warning("quasar: key events: Redis unavailable (%s); key cache lifetime 1s", type(exc).__name__)
+                connected = False
+            self.ring.ttl = LOCAL_TTL_S
+            await asyncio.sleep(1)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

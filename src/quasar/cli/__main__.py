@@ -1,0 +1,3 @@
+from quasar.cli.main import main
+
+main()

@@ -1,0 +1,136 @@
+"""quasar serve | check | models"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+from collections.abc import Callable
+
+import typer
+import uvicorn
+
+from quasar.cli.store import check_store, register
+from quasar.config import load_settings
+from quasar.errors import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quasar: one OpenAI-compatible chat API.")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"quasar: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listening_server(config: uvicorn.Config, on_listening: Callable[[], object]) -> uvicorn.Server:
+    """uvicorn's Server, telling the app once its sockets listen (models load after that)."""
+
+    class Listening(uvicorn.Server):
+        async def startup(self, sockets: list | None = None) -> None:
+            await super().startup(sockets)
+            on_listening()
+
+    return Listening(config)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Address to bind (QUASAR_HOST; default 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port to bind (QUASAR_PORT; default 8000)."),
+    config: str = typer.Option(None, "--config", "-c", help="YAML config file (QUASAR_CONFIG)."),
+    insecure: bool = typer.Option(False, help="Allow a non-loopback bind with no API keys."),
+    log_level: str = typer.Option("warning", help="uvicorn log level."),
+) -> None:
+    """Serve the OpenAI-compatible API."""
+    from quasar.server import create_app
+    from quasar.server.protocol import CorkedHttpToolsProtocol
+
+    host = host or os.environ.get("QUASAR_HOST") or "127.0.0.1"
+    port = port or int(os.environ.get("QUASAR_PORT") or 8000)
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+    open_server = not (settings.auth.api_keys or settings.auth.master_key)
+    if open_server and not is_loopback(host) and not insecure:
+        _fail(
+            f"refusing to serve on {host} with no API keys: anyone who can reach it could use it. "
+            "Set QUASAR_API_KEYS (or auth.api_keys), bind to 127.0.0.1, or pass --insecure."
+        )
+    check_store(settings)
+    failures: list[str] = []
+
+    def on_load_failure(message: str) -> None:
+        failures.append(message)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        application = create_app(settings, on_load_failure=on_load_failure)
+    except ConfigError as exc:
+        _fail(str(exc))
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    typer.echo(f"quasar: serving {', '.join(settings.model_names())} at {base}/v1", err=True)
+    if open_server:
+        typer.echo("quasar: no API keys configured: the server is open, no key required", err=True)
+    else:
+        typer.echo("quasar: API keys required (Authorization: Bearer ...)", err=True)
+    config_ = uvicorn.Config(
+        application,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http=CorkedHttpToolsProtocol,
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=False,  # Quasar reads no client address; skips a middleware on every request
+        timeout_graceful_shutdown=10,
+    )
+    _listening_server(config_, application.state.serving.set).run()
+    if failures:
+        _fail(f"could not start: {failures[0]}")
+
+
+@app.command()
+def check(config: str = typer.Option(..., "--config", "-c", help="YAML config file.")) -> None:
+    """Validate a config file; name the line of each problem."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    from quasar.catalog import build_models
+
+    try:
+        build_models(settings)
+    except ConfigError as exc:
+        typer.echo(f"{config}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{config}: ok ({len(settings.models)} models)")
+
+
+@app.command()
+def models(config: str = typer.Option(None, "--config", "-c", help="YAML config file.")) -> None:
+    """List the models a config serves."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+    for m in settings.models:
+        engines = ", ".join(d.engine for d in m.deployments)
+        typer.echo(f"{m.name}\t{engines}")
+
+
+register(app)
+
+
+def main() -> None:
+    app(prog_name="quasar")

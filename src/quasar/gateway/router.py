@@ -1,0 +1,342 @@
+"""Model name -> ordered candidate deployments, and the attempts that walk them.
+
+plan(): the models asked for (`model`, or seed 003's `models`), then the fallbacks (per request, then
+router.fallbacks), each deployment filtered (exclusions, capabilities, context, cooldown; every drop
+recorded with its reason) and ordered by the strategy. chat()/stream(): try the candidates in order; a
+retryable failure (connection, timeout, 408, 409, 429, 5xx) moves on to the next one, and after a
+whole round fails another round starts after an exponential backoff with jitter that honours the
+upstream's Retry-After. Any other failure ends the request at once. A stream counts as answered once its
+first chunk arrived; what fails after that is the caller's to report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from quasar.accounting.cost import estimate_tokens
+from quasar.api.chat import ChatRequest
+from quasar.api.gateway import GatewayOptions
+from quasar.auth.principal import Principal
+from quasar.config import Deployment, RouterConfig, deployment_name
+from quasar.engines.base import Engine
+from quasar.engines.openai import OpenAIEngine
+from quasar.errors import (
+    ContextLengthExceeded,
+    EngineError,
+    InvalidRequest,
+    ModelNotFound,
+    NotReady,
+    PermissionDenied,
+    QuasarError,
+    QueueFull,
+    UpstreamError,
+)
+from quasar.gateway.credentials import check_base_url
+from quasar.gateway.health import Health
+from quasar.gateway.trace import Attempt, Trace
+
+_TOKENS_PER_MESSAGE = 4  # chat-template overhead in the prompt estimate
+_DEFAULT_OUTPUT_ESTIMATE = 256  # output tokens assumed by the cost strategy when max_tokens is not set
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    model: str
+    deployment: Deployment
+    engine: Engine
+
+    @property
+    def provider(self) -> str:
+        return self.deployment.provider or self.deployment.engine
+
+
+@dataclass
+class _Drop:
+    """Why a deployment cannot serve this request, and which request field the client could change."""
+
+    reason: str
+    param: str
+    kind: str  # "excluded" | "capability" | "context" | "cooldown"
+
+
+def retryable(exc: QuasarError) -> bool:
+    if isinstance(exc, UpstreamError):
+        return exc.retryable
+    return isinstance(exc, QueueFull | NotReady | EngineError)
+
+
+class Router:
+    def __init__(self, config: RouterConfig, deployments: dict[str, list[tuple[Deployment, Engine]]]) -> None:
+        self.config = config
+        self.health = Health(config.cooldown_seconds, config.allowed_fails)
+        self.by_model = {
+            model: [Candidate(deployment_name(model, i, d), model, d, e) for i, (d, e) in enumerate(pairs)]
+            for model, pairs in deployments.items()
+        }
+
+    # -- planning ------------------------------------------------------------------------------
+
+    async def plan(self, request: ChatRequest, principal: Principal, trace: Trace) -> list[Candidate]:
+        started = time.perf_counter()
+        options = trace.options
+        trace.strategy = self.config.strategy
+        for provider, creds in options.customer_credentials.items():
+            if creds.base_url:
+                param = f"customer_credentials.{provider}.base_url"
+                await check_base_url(creds.base_url, self.config.allowed_hosts, param)
+        primary = self._primary(request, principal, options, trace)
+        fallbacks = self._fallbacks(primary, principal, options, trace)
+        trace.primary = primary
+        needs = _needs(request)
+        prompt = sum(estimate_tokens(m.text()) + _TOKENS_PER_MESSAGE for m in request.messages)
+        output = request.output_limit or 0
+        drops: list[_Drop] = []
+        cooling: list[tuple[float, Candidate]] = []
+
+        def usable(models: list[str], exclude_providers: list[str]) -> list[Candidate]:
+            kept = []
+            for cand in (c for m in models for c in self.by_model[m]):
+                drop = self._check(cand, needs, prompt, output, exclude_providers)
+                if drop is not None and drop.kind == "cooldown":
+                    cooling.append((self.health.cooling(cand.name), cand))
+                if drop is None:
+                    kept.append(cand)
+                else:
+                    drops.append(drop)
+                    trace.drop(cand.name, cand.model, drop.reason)
+            return kept
+
+        ordered = self.order(usable(primary, options.exclude_providers), prompt, output)
+        for model in fallbacks:
+            ordered += self.order(usable([model], []), prompt, output)
+        if not ordered and cooling:
+            # Nothing else is left: a deployment cooling down is better than no answer.
+            ordered = [cand for _, cand in sorted(cooling, key=lambda pair: pair[0])]
+            trace.drop("*", "*", "every candidate is cooling down; trying them anyway")
+        if not ordered:
+            raise _nothing_left(primary, drops)
+        trace.candidates = [c.name for c in ordered]
+        trace.routing_time = time.perf_counter() - started
+        return ordered
+
+    def _primary(self, request: ChatRequest, principal: Principal, options: GatewayOptions, trace: Trace) -> list[str]:
+        """`models` when it names several (the router chooses among them), else the one model."""
+        if len(options.models) > 1:
+            for name in options.models:
+                self._known(name, "models")
+            pool = [m for m in dict.fromkeys(options.models) if m not in options.exclude_models]
+            for name in set(options.models) - set(pool):
+                trace.drop(name, name, "excluded by exclude_models")
+            allowed = [m for m in pool if principal.may_use(m)]
+            for name in set(pool) - set(allowed):
+                trace.drop(name, name, "this key may not use the model")
+            if not pool:
+                raise InvalidRequest("exclude_models excludes every model in 'models'.", param="exclude_models")
+            if not allowed:
+                raise PermissionDenied("This key may not use any of the models in 'models'.", param="models")
+            return allowed
+        name = options.models[0] if options.models else request.model
+        param = "models" if options.models else "model"
+        self._known(name, param)
+        if not principal.may_use(name):
+            raise PermissionDenied(f"This key may not use the model '{name}'.", param=param)
+        return [name]
+
+    def _fallbacks(self, primary: list[str], principal: Principal, options: GatewayOptions, trace: Trace) -> list[str]:
+        for name in options.fallback_models:
+            self._known(name, "fallback_models")
+        if options.disable_fallback:
+            return []
+        names = [*options.fallback_models, *(f for m in primary for f in self.config.fallbacks.get(m, []))]
+        chosen = []
+        for name in dict.fromkeys(names):
+            if name in primary:
+                continue
+            if principal.may_use(name):
+                chosen.append(name)
+            else:
+                trace.drop(name, name, "this key may not use the model")
+        return chosen
+
+    def _known(self, name: str, param: str) -> None:
+        if name not in self.by_model:
+            known = ", ".join(sorted(self.by_model))
+            raise ModelNotFound(f"The model '{name}' does not exist. Known models: {known}.", param=param)
+
+    def _check(
+        self, cand: Candidate, needs: list[tuple[str, str]], prompt: int, output: int, exclude_providers: list[str]
+    ) -> _Drop | None:
+        if cand.provider in exclude_providers:
+            return _Drop(f"provider '{cand.provider}' excluded by exclude_providers", "exclude_providers", "excluded")
+        for capability, param in needs:
+            if capability not in cand.engine.capabilities:
+                return _Drop(f"does not support {capability}", param, "capability")
+        context = cand.deployment.context_length
+        if prompt + output > context:
+            return _Drop(
+                f"context length {context} is too small for ~{prompt} prompt tokens + {output} max_tokens",
+                "max_tokens" if output >= context else "messages",  # the field the client should change
+                "context",
+            )
+        left = self.health.cooling(cand.name)
+        if left > 0:
+            return _Drop(f"cooling down for {left:.1f}s after failures", "model", "cooldown")
+        return None
+
+    def order(self, cands: list[Candidate], prompt: int, output: int) -> list[Candidate]:
+        strategy = self.config.strategy
+        if strategy == "weighted":
+            # Efraimidis-Spirakis: a weighted random permutation, so fallbacks within the model stay weighted.
+            return sorted(cands, key=lambda c: random.random() ** (1.0 / c.deployment.weight), reverse=True)
+        if strategy == "least-busy":
+            return sorted(cands, key=lambda c: c.engine.in_flight)
+        if strategy == "latency":
+            return sorted(cands, key=lambda c: self.health.latency(c.name))
+        if strategy == "cost":
+            output = output or _DEFAULT_OUTPUT_ESTIMATE
+            return sorted(cands, key=lambda c: prompt * c.deployment.price.input + output * c.deployment.price.output)
+        return cands  # priority: config order
+
+    # -- attempts ------------------------------------------------------------------------------
+
+    async def chat(self, request: ChatRequest, principal: Principal, trace: Trace) -> tuple[dict[str, Any], Candidate]:
+        candidates = await self.plan(request, principal, trace)
+        run = _Run()
+        async with contextlib.aclosing(self._rounds(candidates, trace, run)) as rounds:
+            async for cand in rounds:
+                started = time.perf_counter()
+                try:
+                    body = await self._engine(cand, trace.options).chat(_for(request, cand))
+                except QuasarError as exc:
+                    self._failed(trace, cand, exc, started, run)
+                    continue
+                self._succeeded(trace, cand, started)
+                return body, cand
+        raise run.error()
+
+    async def stream(
+        self, request: ChatRequest, principal: Principal, trace: Trace
+    ) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]], Candidate]:
+        """The first chunk, the rest of the stream and who sends it. Fails over until a first chunk arrives."""
+        candidates = await self.plan(request, principal, trace)
+        run = _Run()
+        async with contextlib.aclosing(self._rounds(candidates, trace, run)) as rounds:
+            async for cand in rounds:
+                started = time.perf_counter()
+                chunks = self._engine(cand, trace.options).stream(_for(request, cand))
+                try:
+                    first = await anext(chunks)
+                except StopAsyncIteration:
+                    failure: QuasarError = UpstreamError(f"{cand.provider}: the stream ended before any chunk")
+                except QuasarError as exc:
+                    failure = exc
+                except BaseException:
+                    await chunks.aclose()
+                    raise
+                else:
+                    self._succeeded(trace, cand, started)
+                    trace.ttft = time.perf_counter() - trace.started
+                    return first, chunks, cand
+                await chunks.aclose()
+                self._failed(trace, cand, failure, started, run)
+        raise run.error()
+
+    async def _rounds(self, candidates: list[Candidate], trace: Trace, run: _Run) -> AsyncIterator[Candidate]:
+        for round_no in range(self.config.retries + 1):
+            if round_no:
+                delay = self._backoff(round_no, run.retry_after)
+                if delay is None:
+                    return
+                waited = time.perf_counter()
+                await asyncio.sleep(delay)
+                trace.upstream_time += time.perf_counter() - waited
+                run.retry_after = 0.0
+            for cand in candidates:
+                yield cand
+
+    def _backoff(self, round_no: int, retry_after: float) -> float | None:
+        """Seconds to wait before another round; None when the upstream asks for longer than we wait."""
+        if retry_after > self.config.retry_after_max:
+            return None
+        delay = min(self.config.backoff_max, self.config.backoff_base * 2 ** (round_no - 1))
+        return max(delay * (0.5 + random.random() / 2), retry_after)
+
+    def _engine(self, cand: Candidate, options: GatewayOptions) -> Engine:
+        """The candidate's engine, or a view of it with the customer's credentials for this request."""
+        creds = options.customer_credentials.get(cand.provider)
+        model_key = options.customer_api_keys.get(cand.model)
+        if not (creds or model_key) or not isinstance(cand.engine, OpenAIEngine):
+            return cand.engine
+        key = model_key or (creds.api_key if creds else None)
+        return cand.engine.with_credentials(key.get_secret_value() if key else None, creds.base_url if creds else None)
+
+    def _succeeded(self, trace: Trace, cand: Candidate, started: float) -> None:
+        latency = time.perf_counter() - started
+        trace.upstream_time += latency
+        trace.attempts.append(Attempt(cand.name, cand.model, cand.provider, 200, latency))
+        trace.deployment, trace.model, trace.provider = cand.name, cand.model, cand.provider
+        trace.price = cand.deployment.price
+        self.health.succeeded(cand.name, latency)
+
+    def broke(self, trace: Trace, cand: Candidate, exc: QuasarError) -> None:
+        """A stream failed after its first chunk: too late to fail over; recorded as truncated."""
+        trace.truncated = True
+        attempt = trace.attempts[-1]
+        attempt.status = exc.upstream_status if isinstance(exc, UpstreamError) and exc.upstream_status else exc.status
+        attempt.error = exc.message
+        if retryable(exc):
+            self.health.failed(cand.name, exc)
+
+    def _failed(self, trace: Trace, cand: Candidate, exc: QuasarError, started: float, run: _Run) -> None:
+        latency = time.perf_counter() - started
+        trace.upstream_time += latency
+        status = exc.upstream_status if isinstance(exc, UpstreamError) and exc.upstream_status else exc.status
+        trace.attempts.append(Attempt(cand.name, cand.model, cand.provider, status, latency, exc.message))
+        if not retryable(exc):
+            raise exc
+        self.health.failed(cand.name, exc)
+        run.last = exc
+        run.retry_after = max(run.retry_after, exc.retry_after or 0.0) if isinstance(exc, UpstreamError) else 0.0
+
+
+@dataclass
+class _Run:
+    last: QuasarError | None = None
+    retry_after: float = 0.0
+
+    def error(self) -> QuasarError:
+        return self.last or UpstreamError("No deployment answered.")
+
+
+def _for(request: ChatRequest, cand: Candidate) -> ChatRequest:
+    return request if request.model == cand.model else request.model_copy(update={"model": cand.model})
+
+
+def _needs(request: ChatRequest) -> list[tuple[str, str]]:
+    """(capability, param) pairs the request needs from a deployment."""
+    needs = []
+    for i, message in enumerate(request.messages):
+        if message.has_image():
+            needs.append(("vision", f"messages[{i}].content"))
+            break
+    if request.tools:
+        needs.append(("tools", "tools"))
+    if request.response_format is not None and request.response_format.type == "json_schema":
+        needs.append(("json_schema", "response_format"))
+    return needs
+
+
+def _nothing_left(primary: list[str], drops: list[_Drop]) -> QuasarError:
+    reasons = "; ".join(dict.fromkeys(d.reason for d in drops)) or "no deployments"
+    message = f"No deployment of {', '.join(repr(m) for m in primary)} can serve this request: {reasons}."
+    first = next((d for d in drops if d.kind in ("capability", "context")), drops[0] if drops else None)
+    if first is not None and first.kind == "context":
+        return ContextLengthExceeded(message, param=first.param)
+    return InvalidRequest(message, param=first.param if first else "model")
