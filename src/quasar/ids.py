@@ -17,3 +17,8 @@ _random = random.Random()
 
 def sortable_id() -> str:
     return f"{time.time_ns():016x}{_random.getrandbits(64):016x}"
+
+
+def completion_id() -> str:
+    """A chat.completion id in OpenAI's shape, for a reply Quasar itself gives (a cache hit)."""
+    return f"chatcmpl-{sortable_id()}"

@@ -167,9 +167,10 @@ def test_retry_after_longer_than_we_wait_ends_retries(gw: Running, sdk: openai.O
     a, _ = fakes
     a.script("429:120")
     started = time.monotonic()
-    with pytest.raises(openai.APIStatusError) as err:
+    with pytest.raises(openai.RateLimitError) as err:
         sdk.chat.completions.create(model="solo", messages=HI)
-    assert err.value.status_code == 502 and "429" in err.value.message
+    assert err.value.status_code == 429 and "429" in err.value.message  # every attempt was rate limited
+    assert err.value.response.headers["retry-after"] == "120"
     assert time.monotonic() - started < 5 and len(a.requests) == 1
 
 

@@ -6,9 +6,9 @@ import httpx2 as httpx
 
 from quasar.accounting.record import cost_of
 from quasar.config import Price
+from tests.e2e.test_limits_local import WORST_COST
 from tests.server import quasar_server
 from tests.store_support import MASTER, PRICE, admin_headers, chat_body, priced_config, tmp_sqlite_url
-from tests.e2e.test_limits_local import WORST_COST
 
 
 def test_spent_budget_is_remembered_across_a_restart() -> None:

@@ -1,4 +1,5 @@
-"""The meter and the log writer in-process, on a real SQLite file: how each way a stream ends is logged."""
+"""How each way a stream ends is logged: the chat service in-process with a scripted engine, on a real
+SQLite file."""
 
 from __future__ import annotations
 
@@ -10,47 +11,58 @@ from typing import Any
 
 import pytest
 
-from quasar.accounting.cache import LocalCache
-from quasar.accounting.limits import LocalLimits
-from quasar.accounting.meter import Meter
 from quasar.accounting.record import RequestRecord
 from quasar.api.chat import ChatRequest
-from quasar.auth.principal import ANONYMOUS
+from quasar.catalog import ModelEntry
 from quasar.config import parse_settings
-from quasar.errors import EngineError
-from quasar.gateway.trace import Trace
+from quasar.errors import EngineError, QuasarError
 from quasar.store import Store
 from tests.store_support import log_rows, priced_config
+from tests.unit.pipeline import call, chat_service, streamed
 
 
-async def chunks(count: int, error: Exception | None) -> AsyncIterator[dict[str, Any]]:
-    """An engine stream as the meter sees it: `count` content chunks, then the error if any."""
-    for _ in range(count):
-        yield {"choices": [{"index": 0, "delta": {"content": "ab"}}]}
-    if error is not None:
-        raise error
+class Scripted:
+    """An engine that streams `count` content chunks, then raises `error` if there is one."""
+
+    context_length = 2048
+    capabilities: frozenset[str] = frozenset()
+    owned_by = "test"
+    ready = True
+    in_flight = 0
+
+    def __init__(self) -> None:
+        self.count, self.error = 0, None
+
+    def load(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def with_credentials(self, api_key: str | None, base_url: str | None) -> Scripted:
+        return self
+
+    async def chat(self, request: ChatRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        for _ in range(self.count):
+            yield {"choices": [{"index": 0, "delta": {"content": "ab"}}]}
+        if self.error is not None:
+            raise self.error
 
 
 async def run(tmp_path: Path, cases: dict[str, tuple[int, Exception | None]], log_content: bool = True) -> dict:
     settings = parse_settings(priced_config())
-    url = f"sqlite:///{tmp_path / 'q.db'}"
-    settings.store.url = url
     settings.store.log_content = log_content
-    store = Store(settings.store)
-    await store.open()
-    meter = Meter(settings, LocalLimits(), store.writer, LocalCache(10))
-    request = ChatRequest.model_validate({"model": "spark", "messages": [{"role": "user", "content": "hi"}]})
-    try:
+    settings.router.retries = 0
+    engine = Scripted()
+    models = {"spark": ModelEntry("spark", [(settings.models[0].deployments[0], engine)], 0)}  # type: ignore[list-item]
+    body = {"model": "spark", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    async with chat_service(settings, models, tmp_path) as (service, _):
         for request_id, (count, error) in cases.items():
-            record = RequestRecord(request_id)
-            await meter.admit(record, request, ANONYMOUS, None, Trace())  # type: ignore[arg-type]
-            stream = meter.watch(record, chunks(count, error))
-            with pytest.raises(type(error)) if error else contextlib.nullcontext():
-                async for _ in stream:
-                    pass
-    finally:
-        await store.close()
-    return {r["request_id"]: r for r in log_rows(url)}
+            engine.count, engine.error = count, error
+            with pytest.raises(QuasarError) if error else contextlib.nullcontext():
+                await streamed(service, call(request_id, body))
+    return {r["request_id"]: r for r in log_rows(settings.store.url)}
 
 
 async def test_each_way_a_stream_ends(tmp_path: Path) -> None:
@@ -81,7 +93,7 @@ async def test_close_finishes_when_a_batch_is_due_at_the_same_moment(tmp_path: P
     await asyncio.sleep(0.05)  # the writer is waiting for its next batch
     for request_id in ("a", "b"):
         record = RequestRecord(request_id)
-        record.finish()
+        record.finish(None)
         store.writer.submit(record)  # the second wakes the writer as close() cancels it
     closing = asyncio.create_task(store.close())
     done, _ = await asyncio.wait({closing}, timeout=5)

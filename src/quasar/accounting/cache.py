@@ -1,5 +1,8 @@
 """Exact-match response cache: a non-streamed reply, keyed by everything in the request that shapes it.
 
+What is stored is shared by every caller, so it holds only the reply itself: it is stored before
+anything per-caller (the request breakdown with its metadata and customer) is added, a hit gets the
+current caller's own, and a reply bought with a customer's own credentials is never stored or served.
 In memory (an LRU with expiry) by default; in Redis, shared by every replica, when QUASAR_REDIS_URL is set.
 """
 
@@ -14,6 +17,7 @@ from typing import Any, Protocol
 import orjson
 
 from quasar.api.chat import ChatRequest
+from quasar.api.gateway import GatewayOptions
 
 log = logging.getLogger("quasar.accounting.cache")
 # Fields that say who asks or how to log and cache, not what the answer is.
@@ -27,6 +31,11 @@ def cache_key(request: ChatRequest) -> str:
     data = request.model_dump(mode="json", exclude_none=True, by_alias=True)
     shaped = {k: v for k, v in data.items() if k not in NOT_IN_KEY}
     return hashlib.sha256(orjson.dumps(shaped, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def shareable(options: GatewayOptions) -> bool:
+    """Whether a reply to this request may be shared: not when it is paid for with the caller's own keys."""
+    return not (options.customer_credentials or options.customer_api_keys)
 
 
 class ResponseCache(Protocol):

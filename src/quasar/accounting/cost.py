@@ -6,18 +6,12 @@ marked estimated.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from quasar.accounting.tokens import estimate
 from quasar.config import Price
-
-_CHARS_PER_TOKEN = 4
-
-
-def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text) / _CHARS_PER_TOKEN)
 
 
 @dataclass(frozen=True)
@@ -41,7 +35,7 @@ def price_usage(
         cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
     else:
         estimated = True
-        prompt, completion, cached = estimate_tokens(prompt_text()), estimate_tokens(completion_text), 0
+        prompt, completion, cached = estimate(prompt_text()), estimate(completion_text), 0
     return Cost(round(cost_of(price, prompt, cached, completion), 10), prompt, completion, cached, estimated)
 
 

@@ -1,11 +1,13 @@
 """RequestRecord: what one request did, filled in as it runs and written to the request log once.
 
 The request's seed-003 fields come typed from the gateway's GatewayOptions; where it was routed, what
-each attempt did and what it cost come from its routing Trace when the record finishes.
+each attempt did and what it cost come from its routing Trace when the record finishes. Every secret
+the request could carry (provider keys, customer credentials) is redacted from the row.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -14,8 +16,9 @@ import orjson
 
 from quasar.accounting.cost import cost_of, price_version
 from quasar.api.chat import ChatRequest, Message
-from quasar.api.gateway import GatewayOptions
+from quasar.api.gateway import SECRET_FIELDS, GatewayOptions
 from quasar.config import Price
+from quasar.errors import QuasarError
 from quasar.gateway.trace import Trace
 from quasar.ids import sortable_id
 
@@ -48,16 +51,16 @@ class RequestRecord:
     cache_hit: bool = False
     messages: list[Message] | None = None
     reply: list[dict[str, Any]] | None = None
-    trace: dict[str, Any] | None = None
+    trace: dict[str, Any] | None = None  # the routing trace as stored: candidates, drops, attempts
     keep_content: bool = True
     price: Price | None = None
-    streaming: bool = False  # a stream has taken over finishing the record
     done: bool = False
     secrets: list[str] = field(default_factory=list)  # redacted from anything written
-    routing: Trace | None = None  # the router's trace, read when the record finishes
 
-    def take_request(self, request: ChatRequest, options: GatewayOptions, log_content: bool) -> None:
-        """Note what the client asked for, with its validated seed-003 fields."""
+    def take_request(
+        self, request: ChatRequest, options: GatewayOptions, log_content: bool, secrets: list[str]
+    ) -> None:
+        """Note what the client asked for, with its validated seed-003 fields and the secrets to redact."""
         self.model = request.model
         self.stream = request.stream
         self.customer_identifier = options.customer_identifier
@@ -65,6 +68,8 @@ class RequestRecord:
         self.keep_content = log_content and not options.disable_log
         if self.keep_content:
             self.messages = request.messages  # serialized by row(), in the log writer
+        extra = request.model_extra or {}
+        self.secrets = [*secrets, *_strings([extra.get(name) for name in SECRET_FIELDS])]
 
     def take_trace(self, trace: Trace) -> None:
         """Where the router sent the request, every attempt, and the cost it settled."""
@@ -118,22 +123,27 @@ class RequestRecord:
         if self.keep_content:
             self.reply = [c.get("message") for c in body.get("choices", [])]
 
-    def fail(self, status: str, http_status: int, message: str) -> None:
-        if self.done:
-            return
-        self.status = status
-        self.http_status = http_status
-        self.error = message
+    def fail(self, exc: BaseException, *, sent: bool = False) -> None:
+        """How the request ended when it did not succeed; `sent`: part of a stream reached the client."""
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            status, http_status, message = "cancelled", 200 if sent else 499, "the client went away"
+        elif isinstance(exc, QuasarError):
+            status, http_status, message = "truncated" if sent else "error", 200 if sent else exc.status, exc.message
+        else:
+            status, http_status = "truncated" if sent else "error", 200 if sent else 500
+            message = f"{type(exc).__name__}: {exc}"
+        self.status, self.http_status, self.error = status, http_status, message
 
-    def finish(self) -> None:
+    def finish(self, trace: Trace | None) -> None:
+        """The request is over: take what its trace knows and its cost; the row is ready to write."""
         self.done = True
         self.latency_ms = (time.perf_counter() - self.started) * 1000
-        if self.routing is not None:
-            self.take_trace(self.routing)
+        if trace is not None:
+            self.take_trace(trace)
         if self.cache_hit:
             self.cost = 0.0
-        elif self.routing is not None and self.routing.cost is not None:
-            self.cost = self.routing.cost.usd
+        elif trace is not None and trace.cost is not None:
+            self.cost = trace.cost.usd
         elif self.price is not None:
             self.cost = cost_of(self.price, self.prompt_tokens, self.cached_tokens, self.completion_tokens)
 
@@ -147,10 +157,19 @@ class RequestRecord:
 
 
 _STORED = tuple(
-    f.name
-    for f in fields(RequestRecord)
-    if f.name not in {"started", "keep_content", "price", "streaming", "done", "secrets", "routing"}
+    f.name for f in fields(RequestRecord) if f.name not in {"started", "keep_content", "price", "done", "secrets"}
 )
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside a JSON value: the secrets of a customer_credentials object."""
+    if isinstance(value, str):
+        return [value] if len(value) >= 4 else []
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 def _mentions(row: dict[str, Any], secrets: list[str]) -> bool:

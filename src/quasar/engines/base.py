@@ -29,6 +29,10 @@ class Engine(Protocol):
 
     async def close(self) -> None: ...
 
+    def with_credentials(self, api_key: str | None, base_url: str | None) -> Engine:
+        """This engine as it runs one request with a customer's own key and base URL (seed 003's
+        customer_credentials); an engine that needs no credentials returns itself."""
+
     async def chat(self, request: ChatRequest) -> dict[str, Any]: ...
 
     def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]: ...

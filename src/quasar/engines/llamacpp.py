@@ -172,6 +172,9 @@ class LlamaCppEngine:
             await asyncio.to_thread(_drop, server)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def with_credentials(self, api_key: str | None, base_url: str | None) -> LlamaCppEngine:
+        return self  # runs in this process: there is no provider to send credentials to
+
     # -- requests ------------------------------------------------------------------------------
 
     def payload(self, request: ChatRequest) -> dict[str, Any]:

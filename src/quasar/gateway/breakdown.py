@@ -14,7 +14,10 @@ from quasar.api.gateway import SECRET_FIELDS
 from quasar.gateway.trace import Trace
 
 
-def summary(trace: Trace, request: ChatRequest, completion_message: dict[str, Any], *, status_code: int = 200) -> dict:
+def summary(
+    trace: Trace, request: ChatRequest, completion_message: dict[str, Any], *, cached: bool = False
+) -> dict[str, Any]:
+    """The breakdown of the request that `trace` followed, for the caller who sent `request`."""
     cost = trace.cost
     price = trace.price
     return {
@@ -27,9 +30,9 @@ def summary(trace: Trace, request: ChatRequest, completion_message: dict[str, An
         "model": trace.model,
         "deployment": trace.deployment,
         "provider": trace.provider,
-        "cached": False,
+        "cached": cached,
         "timestamp": trace.timestamp.isoformat().replace("+00:00", "Z"),
-        "status_code": status_code,
+        "status_code": 200,
         "stream": request.stream,
         "latency": trace.latency(),
         "ttft": trace.ttft,

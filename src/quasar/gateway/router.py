@@ -1,31 +1,33 @@
 """Model name -> ordered candidate deployments, and the attempts that walk them.
 
 plan(): the models asked for (`model`, or seed 003's `models`), then the fallbacks (per request, then
-router.fallbacks), each deployment filtered (exclusions, capabilities, context, cooldown; every drop
-recorded with its reason) and ordered by the strategy. chat()/stream(): try the candidates in order; a
-retryable failure (connection, timeout, 408, 409, 429, 5xx) moves on to the next one, and after a
-whole round fails another round starts after an exponential backoff with jitter that honours the
-upstream's Retry-After. Any other failure ends the request at once. A stream counts as answered once its
-first chunk arrived; what fails after that is the caller's to report.
+router.fallbacks), each checked against what the key may use, each deployment filtered (exclusions,
+capabilities, context, cooldown; every drop recorded with its reason) and ordered by the strategy. The
+Plan is every candidate the request may be sent to: admission reserves against it before any attempt.
+chat()/stream(): try the plan's candidates in order; a retryable failure (connection, timeout, 408,
+409, 429, 5xx) moves on to the next one, and after a whole round fails another round starts after an
+exponential backoff with jitter that honours the largest Retry-After seen. Any other failure ends the
+request at once. When every attempt was rate limited the client gets a 429 with that Retry-After. A
+stream counts as answered once its first chunk arrived; what fails after that is the caller's to report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from quasar.accounting.cost import estimate_tokens
+from quasar.accounting.tokens import prompt_estimate
 from quasar.api.chat import ChatRequest
 from quasar.api.gateway import GatewayOptions
 from quasar.auth.principal import Principal
 from quasar.config import Deployment, RouterConfig, deployment_name
 from quasar.engines.base import Engine
-from quasar.engines.openai import OpenAIEngine
 from quasar.errors import (
     ContextLengthExceeded,
     EngineError,
@@ -35,13 +37,13 @@ from quasar.errors import (
     PermissionDenied,
     QuasarError,
     QueueFull,
+    RateLimited,
     UpstreamError,
 )
 from quasar.gateway.credentials import check_base_url
 from quasar.gateway.health import Health
 from quasar.gateway.trace import Attempt, Trace
 
-_TOKENS_PER_MESSAGE = 4  # chat-template overhead in the prompt estimate
 _DEFAULT_OUTPUT_ESTIMATE = 256  # output tokens assumed by the cost strategy when max_tokens is not set
 
 
@@ -55,6 +57,14 @@ class Candidate:
     @property
     def provider(self) -> str:
         return self.deployment.provider or self.deployment.engine
+
+
+@dataclass
+class Plan:
+    """The candidates one request may be sent to, in the order they will be tried, and its trace."""
+
+    candidates: list[Candidate]
+    trace: Trace
 
 
 @dataclass
@@ -83,7 +93,7 @@ class Router:
 
     # -- planning ------------------------------------------------------------------------------
 
-    async def plan(self, request: ChatRequest, principal: Principal, trace: Trace) -> list[Candidate]:
+    async def plan(self, request: ChatRequest, principal: Principal, trace: Trace) -> Plan:
         started = time.perf_counter()
         options = trace.options
         trace.strategy = self.config.strategy
@@ -95,7 +105,7 @@ class Router:
         fallbacks = self._fallbacks(primary, principal, options, trace)
         trace.primary = primary
         needs = _needs(request)
-        prompt = sum(estimate_tokens(m.text()) + _TOKENS_PER_MESSAGE for m in request.messages)
+        prompt = prompt_estimate(request.messages)
         output = request.output_limit or 0
         drops: list[_Drop] = []
         cooling: list[tuple[float, Candidate]] = []
@@ -124,7 +134,7 @@ class Router:
             raise _nothing_left(primary, drops)
         trace.candidates = [c.name for c in ordered]
         trace.routing_time = time.perf_counter() - started
-        return ordered
+        return Plan(ordered, trace)
 
     def _primary(self, request: ChatRequest, principal: Principal, options: GatewayOptions, trace: Trace) -> list[str]:
         """`models` when it names several (the router chooses among them), else the one model."""
@@ -206,10 +216,10 @@ class Router:
 
     # -- attempts ------------------------------------------------------------------------------
 
-    async def chat(self, request: ChatRequest, principal: Principal, trace: Trace) -> tuple[dict[str, Any], Candidate]:
-        candidates = await self.plan(request, principal, trace)
+    async def chat(self, plan: Plan, request: ChatRequest) -> tuple[dict[str, Any], Candidate]:
+        trace = plan.trace
         run = _Run()
-        async with contextlib.aclosing(self._rounds(candidates, trace, run)) as rounds:
+        async with contextlib.aclosing(self._rounds(plan.candidates, trace, run)) as rounds:
             async for cand in rounds:
                 started = time.perf_counter()
                 try:
@@ -222,12 +232,12 @@ class Router:
         raise run.error()
 
     async def stream(
-        self, request: ChatRequest, principal: Principal, trace: Trace
+        self, plan: Plan, request: ChatRequest
     ) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]], Candidate]:
         """The first chunk, the rest of the stream and who sends it. Fails over until a first chunk arrives."""
-        candidates = await self.plan(request, principal, trace)
+        trace = plan.trace
         run = _Run()
-        async with contextlib.aclosing(self._rounds(candidates, trace, run)) as rounds:
+        async with contextlib.aclosing(self._rounds(plan.candidates, trace, run)) as rounds:
             async for cand in rounds:
                 started = time.perf_counter()
                 chunks = self._engine(cand, trace.options).stream(_for(request, cand))
@@ -257,7 +267,6 @@ class Router:
                 waited = time.perf_counter()
                 await asyncio.sleep(delay)
                 trace.upstream_time += time.perf_counter() - waited
-                run.retry_after = 0.0
             for cand in candidates:
                 yield cand
 
@@ -272,7 +281,7 @@ class Router:
         """The candidate's engine, or a view of it with the customer's credentials for this request."""
         creds = options.customer_credentials.get(cand.provider)
         model_key = options.customer_api_keys.get(cand.model)
-        if not (creds or model_key) or not isinstance(cand.engine, OpenAIEngine):
+        if not (creds or model_key):
             return cand.engine
         key = model_key or (creds.api_key if creds else None)
         return cand.engine.with_credentials(key.get_secret_value() if key else None, creds.base_url if creds else None)
@@ -302,17 +311,40 @@ class Router:
         if not retryable(exc):
             raise exc
         self.health.failed(cand.name, exc)
-        run.last = exc
-        run.retry_after = max(run.retry_after, exc.retry_after or 0.0) if isinstance(exc, UpstreamError) else 0.0
+        run.failed(exc)
 
 
 @dataclass
 class _Run:
+    """The failures of one request's attempts so far."""
+
     last: QuasarError | None = None
-    retry_after: float = 0.0
+    retry_after: float = 0.0  # the largest Retry-After any attempt was given, in seconds
+    all_rate_limited: bool = True
+
+    def failed(self, exc: QuasarError) -> None:
+        self.last = exc
+        after = exc.retry_after if isinstance(exc, UpstreamError) else _header_seconds(exc.headers)
+        self.retry_after = max(self.retry_after, after or 0.0)
+        if not (isinstance(exc, UpstreamError) and exc.upstream_status == 429):
+            self.all_rate_limited = False
 
     def error(self) -> QuasarError:
-        return self.last or UpstreamError("No deployment answered.")
+        """What the client gets when no attempt answered: a 429 if every one was rate limited."""
+        if self.last is None:
+            return UpstreamError("No deployment answered.")
+        retry = {"Retry-After": str(max(1, math.ceil(self.retry_after)))} if self.retry_after > 0 else {}
+        if self.all_rate_limited:
+            return RateLimited(f"Every deployment is rate limited: {self.last.message}", headers=retry)
+        self.last.headers = {**retry, **self.last.headers}
+        return self.last
+
+
+def _header_seconds(headers: dict[str, str]) -> float | None:
+    try:
+        return float(headers.get("Retry-After", ""))
+    except ValueError:
+        return None
 
 
 def _for(request: ChatRequest, cand: Candidate) -> ChatRequest:

@@ -1,4 +1,4 @@
-"""Wire the store, keys, limits and the meter onto app.state, and open and close them with the app."""
+"""Wire the store, keys, limits, cache and the chat service onto app.state; open and close them with the app."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from quasar.accounting.limits import Limits, LocalLimits, RedisLimits, Subject, 
 from quasar.accounting.meter import Meter
 from quasar.auth.managed import KeyEvents, KeyRing, principal_of
 from quasar.auth.static import StaticKeys
+from quasar.catalog import ModelEntry
 from quasar.config import Settings
+from quasar.service import ChatService
 from quasar.store import Store
 from quasar.store import keys as key_rows
 from quasar.store.usage import spent_since
@@ -20,7 +22,7 @@ from quasar.store.usage import spent_since
 log = logging.getLogger("quasar")
 
 
-def install(app: FastAPI, settings: Settings) -> None:
+def install(app: FastAPI, settings: Settings, models: dict[str, ModelEntry]) -> None:
     store = Store(settings.store)
     redis = None
     limits: Limits = LocalLimits()
@@ -33,9 +35,11 @@ def install(app: FastAPI, settings: Settings) -> None:
         cache = RedisCache(redis, settings.redis_namespace)
     app.state.store = store
     app.state.redis = redis
-    app.state.keys = KeyRing(StaticKeys(settings.auth.api_keys, settings.auth.master_key), store.engine)
-    app.state.key_events = KeyEvents(redis, settings.redis_namespace, app.state.keys) if redis else None
-    app.state.meter = Meter(settings, limits, store.writer, cache)
+    keys = KeyRing(StaticKeys(settings.auth.api_keys, settings.auth.master_key), store.engine)
+    app.state.keys = keys
+    app.state.key_events = KeyEvents(redis, settings.redis_namespace, keys) if redis else None
+    app.state.meter = Meter(settings.limits, limits)
+    app.state.service = ChatService(settings, models, keys=keys, meter=app.state.meter, cache=cache, log=store.writer)
 
 
 async def start(app: FastAPI) -> None:

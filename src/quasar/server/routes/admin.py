@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from quasar.auth.managed import create_key, parse_expiry, public
 from quasar.errors import NotFound, PermissionDenied
-from quasar.server.parse import parse_body
+from quasar.parse import parse_body
 from quasar.server.responses import JSON
 from quasar.store import keys as key_rows
 

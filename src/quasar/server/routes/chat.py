@@ -1,104 +1,67 @@
-"""Thin routes: parse, call the service, frame the answer. No business logic here."""
+"""The chat endpoints: one table of paths, one handler, answered by ChatService.chat.
+
+QuasarApp sends these paths straight here (server/fastpath.py), past FastAPI's routing; server/app.py
+describes them in /openapi.json from the same table.
+"""
 
 from __future__ import annotations
 
-import time
-
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from quasar.accounting.meter import Meter
 from quasar.api.chat import ChatRequest
 from quasar.api.gateway import GenerateRequest
-from quasar.auth.principal import Principal
-from quasar.errors import NotReady
+from quasar.server import sse
 from quasar.server.disconnect import Disconnects
-from quasar.server.parse import parse_body
-from quasar.server.respond import respond
 from quasar.server.responses import JSON
-from quasar.server.sse import EventStream
-from quasar.service import ChatService
+from quasar.service import Call, ChatService, Reply
 
-router = APIRouter()
-
-
-def _service(request: Request) -> ChatService:
-    return request.app.state.service
-
-
-async def _principal(request: Request) -> Principal:
-    return await request.app.state.keys.authenticate(request.headers.get("authorization"))
+# path -> (request schema, summary in /openapi.json)
+CHAT_ENDPOINTS: dict[str, tuple[type[ChatRequest], str]] = {
+    "/v1/chat/completions": (ChatRequest, "Create a chat completion"),
+    "/chat/completions": (ChatRequest, "Create a chat completion (seed 000's path)"),
+    "/api/generate/": (GenerateRequest, "Seed 003: generate with routing, fallbacks and a request breakdown"),
+    "/api/generate": (GenerateRequest, "Seed 003's endpoint without the trailing slash"),
+}
 
 
-async def chat_completions(request: Request) -> Response:
-    return await handle_chat(request, ChatRequest)
+async def chat(request: Request, started: float) -> Response:
+    """Answer one chat POST. A client that leaves before its answer is complete cancels the work (the
+    service logs it as cancelled); a stream stays watched until its last event."""
+    service: ChatService = request.app.state.service
+    disconnects: Disconnects = request.app.state.disconnects
+
+    async def read_body() -> bytes:
+        body = await request.body()
+        disconnects.add(request)  # only once the body is read: the watcher reads from the connection
+        return body
+
+    schema = CHAT_ENDPOINTS[request.url.path][0]
+    call = Call(request.state.request_id, request.headers.get("authorization"), read_body, schema, started)
+    try:
+        reply = await service.chat(call)
+        response = await _framed(reply)
+    except BaseException:
+        disconnects.discard()
+        raise
+    if isinstance(response, sse.EventStream):
+        response.ended = disconnects.discard
+    else:
+        disconnects.discard()
+    return response
 
 
-async def handle_chat(request: Request, schema: type[ChatRequest]) -> Response:
-    """The chat endpoints and seed 003's /api/generate/ (its schema allows `models` instead of `model`).
-
-    Whatever happens inside, the meter writes the request's log row and settles its reservation. A
-    client that leaves before its answer is complete cancels the work (logged as cancelled): a stream
-    stays watched until its last event.
-    """
-    started = time.perf_counter()
-    meter: Meter = request.app.state.meter
-    async with meter.record(request.state.request_id) as record:
-        principal = await _principal(request)
-        record.key_id = principal.key_id
-        body = parse_body(await request.body(), schema)
-        disconnects: Disconnects = request.app.state.disconnects
-        disconnects.add(request)
+async def _framed(reply: Reply) -> Response:
+    if reply.body is not None:
+        return JSON(reply.body, headers=reply.headers)
+    assert reply.first is not None and reply.rest is not None
+    first = [reply.first]
+    if sse.role_only(reply.first):  # llama.cpp sends the role alone, its first token right behind it
         try:
-            response = await respond(_service(request), meter, record, body, principal, started)
+            first.append(await anext(reply.rest))
+        except StopAsyncIteration:
+            pass
         except BaseException:
-            disconnects.discard()
+            await reply.rest.aclose()
             raise
-        if isinstance(response, EventStream):
-            response.ended = disconnects.discard
-        else:
-            disconnects.discard()
-        return response
-
-
-# Plain Starlette routes: FastAPI's per-request dependency solving cost about a sixth of the gateway's
-# request time under load (py-spy). They are documented in /openapi.json by server/app.py.
-async def generate(request: Request) -> Response:
-    return await handle_chat(request, GenerateRequest)
-
-
-for _path in ("/v1/chat/completions", "/chat/completions"):
-    router.routes.append(Route(_path, chat_completions, methods=["POST"]))
-for _path in ("/api/generate/", "/api/generate"):
-    router.routes.append(Route(_path, generate, methods=["POST"]))
-
-
-@router.get("/v1/models", summary="List models")
-async def list_models(request: Request) -> Response:
-    await _principal(request)
-    data = [entry.describe() for entry in _service(request).models.values()]
-    return JSON({"object": "list", "data": data})
-
-
-@router.get("/v1/models/{model_id:path}", summary="Retrieve a model")
-async def get_model(model_id: str, request: Request) -> Response:
-    await _principal(request)
-    return JSON(_service(request).entry(model_id).describe())
-
-
-@router.get("/health", summary="Liveness")
-async def health() -> Response:
-    return JSON({"status": "ok"})
-
-
-@router.get("/ready", summary="Readiness: 200 once every model is loaded")
-async def ready(request: Request) -> Response:
-    service = _service(request)
-    failed = request.app.state.load_error
-    loading = [name for name, entry in service.models.items() if not entry.ready]
-    if failed:
-        raise NotReady(f"a model failed to load: {failed}", code="model_load_failed")
-    if loading:
-        raise NotReady(f"still loading: {', '.join(loading)}", headers={"Retry-After": "1"})
-    return JSON({"status": "ready", "models": list(service.models)})
+    return sse.EventStream(first, reply.rest, headers=reply.headers)

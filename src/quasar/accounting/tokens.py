@@ -1,0 +1,30 @@
+"""How many tokens a prompt has, before any tokenizer has seen it: an estimate and an upper bound.
+
+The estimate (one token per four characters) orders and filters candidates and prices a reply whose
+provider reported no usage. The upper bound (one token per UTF-8 byte, no tokenizer gives more, plus
+the chat template's share per message and per prompt, some templates adding a default system prompt)
+is what limits and budgets reserve, so that a request can never settle above its reservation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from quasar.api.chat import Message
+
+CHARS_PER_TOKEN = 4
+TEMPLATE_TOKENS_PER_MESSAGE = 8
+TEMPLATE_TOKENS_BASE = 64
+
+
+def estimate(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def prompt_estimate(messages: Iterable[Message]) -> int:
+    return sum(estimate(m.text()) + TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
+
+
+def prompt_upper_bound(messages: Iterable[Message]) -> int:
+    return TEMPLATE_TOKENS_BASE + sum(len(m.text().encode()) + TEMPLATE_TOKENS_PER_MESSAGE for m in messages)

@@ -1,0 +1,59 @@
+"""Every exception -> OpenAI's error envelope, in one place: `{"error": {message, type, param, code}}`.
+
+The app's exception handlers and the chat fast path both answer through `error_response`; nothing else
+builds an error body. No traceback reaches a client: anything unexpected is logged and answered as a
+plain server error.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from quasar.errors import EngineError, InvalidRequest, MethodNotAllowed, NotFound, QuasarError
+from quasar.server.responses import JSON
+
+log = logging.getLogger("quasar")
+
+
+def error_response(exc: QuasarError, headers: dict[str, str] | None = None) -> JSON:
+    return JSON(exc.body(), status_code=exc.status, headers={**exc.headers, **(headers or {})})
+
+
+def unexpected(method: str, path: str) -> JSON:
+    """A logged 500 for an exception nobody mapped; the client sees no detail of it."""
+    log.exception("unhandled error on %s %s", method, path)
+    return error_response(EngineError("The server had an error while processing your request."))
+
+
+def not_allowed(method: str, path: str, allow: str) -> JSON:
+    return error_response(MethodNotAllowed(f"Method not allowed ({method} {path})."), headers={"Allow": allow})
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(QuasarError)
+    async def quasar_error(request: Request, exc: QuasarError) -> JSON:
+        return error_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSON:
+        if exc.status_code == 404:
+            return error_response(NotFound(f"Invalid URL ({request.method} {request.url.path}): no such endpoint."))
+        if exc.status_code == 405:
+            return not_allowed(request.method, request.url.path, (exc.headers or {}).get("Allow", ""))
+        err = QuasarError(str(exc.detail))
+        err.status = exc.status_code
+        return error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSON:
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return error_response(InvalidRequest(f"Invalid value for '{param}': {first.get('msg')}", param=param))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSON:
+        return unexpected(request.method, request.url.path)
