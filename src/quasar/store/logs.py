@@ -116,8 +116,11 @@ def _sqlite_value(name: str, value: Any) -> Any:
 
 @functools.lru_cache(maxsize=16)
 def _sqlite_insert(rows: int) -> str:
+    """ON CONFLICT (id) DO NOTHING, not INSERT OR IGNORE: OR IGNORE also skips, without a word, a row that
+    breaks a NOT NULL constraint, which must instead fail for the writer to sanitise it."""
     one = "(" + ",".join("?" * len(_COLUMNS)) + ")"
-    return f"INSERT OR IGNORE INTO request_log ({','.join(_COLUMNS)}) VALUES {','.join([one] * rows)}"
+    values = ",".join([one] * rows)
+    return f"INSERT INTO request_log ({','.join(_COLUMNS)}) VALUES {values} ON CONFLICT (id) DO NOTHING"
 
 
 async def get_request(engine: AsyncEngine, request_id: str) -> dict[str, Any] | None:

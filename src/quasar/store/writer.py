@@ -3,6 +3,11 @@
 While the database is unreachable rows wait in a bounded in-memory buffer; past its bound, and at
 shutdown, they go to the local spool and are written once the database is back. Nothing accepted is
 lost: `submit` never fails and never waits.
+
+A batch the database refuses for its data (`rows.refused`: a value out of range, a NUL, a wrong type) is
+not a database that is away: the batch is halved until the refused rows stand alone, the others are
+written, and each refused row is written sanitised, or else set aside in the spool's dead-letter file
+with a warning naming its request id. Either way the writer goes on with the next rows.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from quasar.store.spool import Spool
+from quasar.store.rows import bare_row, refused, sanitise
+from quasar.store.spool import Spool, request_id
 
 log = logging.getLogger("quasar.store")
 
@@ -47,6 +53,8 @@ class LogWriter:
         self.flush_seconds = flush_seconds
         self.healthy = True
         self.written = 0
+        self.sanitised_rows = 0  # refused by the database, then written sanitised
+        self.dead_rows = 0  # refused even sanitised: set aside in the dead-letter file
         self._buffer: deque[Loggable] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -64,12 +72,13 @@ class LogWriter:
             self._wake.set()
 
     def _spill(self) -> None:
-        """Move the buffer to the spool file; if the disk refuses, the rows stay in memory."""
-        rows = [item.row() for item in self._buffer]
+        """Move the buffer to the spool file; if the disk refuses, the rows stay in memory (as rows)."""
+        rows = [_row_of(item) for item in self._buffer]
         try:
             self.spool.append(rows)
         except OSError as exc:
             log.error("quasar: request log: cannot write the spool in %s (%s)", self.spool.directory, exc.strerror)
+            self._buffer = deque(_Made(row) for row in rows)
             self._spill_at = len(self._buffer) * 2  # try again when twice as many wait, not on every row
             return
         self._buffer.clear()
@@ -91,9 +100,15 @@ class LogWriter:
             while self._buffer:
                 batch = [self._buffer.popleft() for _ in range(min(self.batch_rows, len(self._buffer)))]
                 try:
-                    await self._insert(await _rows(batch))
+                    rows = await _rows(batch)
                 except BaseException:
                     self._buffer.extendleft(reversed(batch))
+                    raise
+                done: set[int] = set()
+                try:
+                    await self._write(rows, done)
+                except BaseException:  # back to the head of the queue, as rows, less those already settled
+                    self._buffer.extendleft(reversed([_Made(row) for row in rows if id(row) not in done]))
                     raise
         except Exception as exc:
             if self.healthy:
@@ -112,9 +127,64 @@ class LogWriter:
     async def _drain_spool(self) -> None:
         self.spool.release()
         for path in self.spool.files():
+            failure: BaseException | None = None
             with self.spool.claim(path) as rows:
-                for start in range(0, len(rows or []), self.batch_rows):
-                    await self._insert(rows[start : start + self.batch_rows])
+                if not rows:
+                    continue
+                done: set[int] = set()
+                try:
+                    for start in range(0, len(rows), self.batch_rows):
+                        await self._write(rows[start : start + self.batch_rows], done)
+                except BaseException as exc:
+                    # What is left goes to this process's own spool file and this one is removed, so that
+                    # rows written or set aside are not tried again; if the disk refuses, the file stays.
+                    self.spool.append([row for row in rows if id(row) not in done])
+                    failure = exc
+            if failure is not None:
+                raise failure
+
+    async def _write(self, rows: list[dict[str, Any]], done: set[int]) -> None:
+        """Insert rows, adding the id() of each one settled (written or set aside) to `done`.
+
+        A batch refused for its data is halved until each refused row stands alone; any other failure
+        (the database away, a timeout) is raised for the caller to keep the rows not in `done`."""
+        parts = [rows]
+        while parts:
+            part = parts.pop()
+            try:
+                await self._insert(part)
+            except Exception as exc:
+                if not refused(exc):
+                    raise
+                if len(part) > 1:
+                    half = len(part) // 2
+                    parts += [part[half:], part[:half]]
+                    continue
+                await self._isolate(part[0], exc)
+            done.update(map(id, part))
+
+    async def _isolate(self, row: dict[str, Any], exc: Exception) -> None:
+        """One row the database refused: write it sanitised, or set it aside. Never logs its content."""
+        try:
+            await self._insert([sanitise(row)])
+        except Exception as again:
+            if not refused(again):
+                raise
+            self.dead_rows += 1
+            kept = self.spool.dead_letter(row)  # sanitised there if orjson refuses it
+            log.warning(
+                "quasar: request log: the database refused the row of request %s (%s), even sanitised; %s",
+                request_id(row),
+                type(again).__name__,
+                f"set aside in {self.spool.directory}" if kept else "dropped",
+            )
+            return
+        self.sanitised_rows += 1
+        log.warning(
+            "quasar: request log: the database refused the row of request %s (%s); written sanitised",
+            request_id(row),
+            type(exc).__name__,
+        )
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
         await asyncio.wait_for(self.insert(rows), INSERT_TIMEOUT_S)
@@ -142,5 +212,35 @@ async def _rows(batch: list[Loggable]) -> list[dict[str, Any]]:
     for start in range(0, len(batch), ROW_SLICE):
         if start:
             await asyncio.sleep(0)
-        rows.extend(item.row() for item in batch[start : start + ROW_SLICE])
+        rows.extend(_row_of(item) for item in batch[start : start + ROW_SLICE])
     return rows
+
+
+def _row_of(item: Loggable) -> dict[str, Any]:
+    """The item's row; if making it fails, its plain columns without content (never an exception)."""
+    try:
+        row = item.row()
+        if isinstance(row, dict):
+            return row
+        failure = f"not a dict but {type(row).__name__}"
+    except Exception as exc:
+        failure = type(exc).__name__
+    row = bare_row(item)
+    log.warning(
+        "quasar: request log: the row of request %s could not be made (%s); written without its content",
+        request_id(row),
+        failure,
+    )
+    return row
+
+
+class _Made:
+    """A row already made, waiting in the buffer again (after a failed insert, or a failed spill)."""
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self._row = row
+
+    def row(self) -> dict[str, Any]:
+        return self._row
