@@ -11,7 +11,7 @@ import typer
 import uvicorn
 
 from quasar.cli.store import check_store, register
-from quasar.config import load_settings
+from quasar.config import environment_secrets, load_settings, redact
 from quasar.errors import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quasar: one OpenAI-compatible chat API.")
@@ -76,7 +76,7 @@ def serve(
     try:
         application = create_app(settings, on_load_failure=on_load_failure)
     except ConfigError as exc:
-        _fail(str(exc))
+        _fail(redact(str(exc), environment_secrets(config)))
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     typer.echo(f"quasar: serving {', '.join(settings.model_names())} at {base}/v1", err=True)
     if open_server:
@@ -111,8 +111,8 @@ def check(config: str = typer.Option(..., "--config", "-c", help="YAML config fi
 
     try:
         build_models(settings)
-    except ConfigError as exc:
-        typer.echo(f"{config}: {exc}", err=True)
+    except ConfigError as exc:  # may quote a value the config took from the environment: show ${VAR} instead
+        typer.echo(f"{config}: {redact(str(exc), environment_secrets(config))}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{config}: ok ({len(settings.models)} models)")
 
