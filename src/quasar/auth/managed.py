@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,16 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from quasar.auth.principal import Principal
 from quasar.auth.static import StaticKeys, bearer_token, hash_key
 from quasar.config import Quota
-from quasar.errors import AuthenticationFailed, InvalidRequest, StoreUnavailable
+from quasar.errors import AuthenticationFailed, StoreUnavailable
 from quasar.store import keys as key_rows
+from quasar.timeparse import parse_time
 
 log = logging.getLogger("quasar.auth.managed")
 KEY_PREFIX = "qsr-"
 LOCAL_TTL_S = 1.0
 SHARED_TTL_S = 30.0
 MAX_CACHED = 10_000
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def new_key() -> str:
@@ -41,25 +38,7 @@ def new_key() -> str:
 
 def parse_expiry(value: float | int | str | None, now: float | None = None) -> float | None:
     """An expiry as epoch seconds, an ISO 8601 time, or a duration from now (30d, 12h, 15m, 90s)."""
-    if value is None or value == "":
-        return None
-    now = time.time() if now is None else now
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value.strip())
-        if match:
-            return now + int(match.group(1)) * _UNITS[match.group(2)]
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            pass
-        else:
-            return moment.timestamp() if moment.tzinfo else moment.astimezone().timestamp()
-    raise InvalidRequest(
-        "Invalid value for 'expires': use epoch seconds, an ISO 8601 time or a duration such as 30d.",
-        param="expires",
-    )
+    return parse_time(value, "expires", durations="ahead", now=now)
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from quasar.store import migrate
 from quasar.store.database import create_engine, parse_database_url
 from quasar.store.logs import LogFilter, recent
 from quasar.store.usage import GROUPS, usage
+from quasar.timeparse import parse_time
 
 T = TypeVar("T")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML config file (QUASAR_CONFIG).")
@@ -232,19 +233,13 @@ def _when(value: float | None) -> str:
     return "-" if value is None else datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _moment(value: str | None) -> float | None:
-    """An ISO 8601 time, or a duration back from now (10m, 2h, 1d), as epoch seconds."""
-    if value is None:
-        return None
+def _moment(value: str | None, option: str) -> float | None:
+    """Epoch seconds, an ISO 8601 time, or a duration back from now (10m, 2h, 1d)."""
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            return time.time() - (parse_expiry(value, now=0.0) or 0.0)
-        except QuasarError:
-            _fail(f"{value!r} is neither an ISO 8601 time nor a duration such as 1h")
-            raise
-    return moment.timestamp() if moment.tzinfo else moment.astimezone().timestamp()
+        return parse_time(value, option, durations="back")
+    except QuasarError:
+        _fail(f"{option}: {value!r} is neither an ISO 8601 time, epoch seconds nor a duration such as 1h")
+        raise
 
 
 def logs(
@@ -259,7 +254,8 @@ def logs(
     config: str = CONFIG,
 ) -> None:
     """Show the request log, newest last."""
-    where = LogFilter(key_id=key, customer_identifier=customer, model=model, status=status, since=_moment(since))
+    since_ = _moment(since, "--since")
+    where = LogFilter(key_id=key, customer_identifier=customer, model=model, status=status, since=since_)
 
     def show(rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -301,7 +297,7 @@ def usage_command(
     if group_by not in GROUPS:
         _fail(f"--group-by must be one of {', '.join(GROUPS)}")
 
-    where = LogFilter(since=_moment(since), until=_moment(until))
+    where = LogFilter(since=_moment(since, "--from"), until=_moment(until, "--to"))
 
     async def work(engine: AsyncEngine, _: Settings) -> list[dict[str, Any]]:
         return await usage(engine, group_by, where)
