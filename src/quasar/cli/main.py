@@ -60,13 +60,14 @@ def serve(
         settings = load_settings(config)
     except ConfigError as exc:
         _fail(str(exc))
-    open_server = not (settings.auth.api_keys or settings.auth.master_key)
+    store_has_keys = check_store(settings)
+    open_server = not (settings.auth.api_keys or settings.auth.master_key or store_has_keys)
     if open_server and not is_loopback(host) and not insecure:
         _fail(
             f"refusing to serve on {host} with no API keys: anyone who can reach it could use it. "
-            "Set QUASAR_API_KEYS (or auth.api_keys), bind to 127.0.0.1, or pass --insecure."
+            "Set QUASAR_API_KEYS (or auth.api_keys), create a key with `quasar keys create`, "
+            "bind to 127.0.0.1, or pass --insecure."
         )
-    check_store(settings)
     failures: list[str] = []
 
     def on_load_failure(message: str) -> None:

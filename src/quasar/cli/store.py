@@ -87,13 +87,16 @@ async def _announce(settings: Settings, key_id: str) -> None:
         await client.aclose()
 
 
-def check_store(settings: Settings) -> None:
-    """Before serving: the schema must match this code (SQLite is upgraded); exits with the reason if not."""
+def check_store(settings: Settings) -> bool:
+    """Before serving: the schema must match this code (SQLite is upgraded); exits with the reason if not.
 
-    async def work(engine: AsyncEngine, _: Settings) -> None:
-        return None
+    Returns whether the store holds any managed key (revoked ones too): then the server requires a key.
+    """
 
-    _run_with(settings, work)
+    async def work(engine: AsyncEngine, _: Settings) -> bool:
+        return await key_rows.any_key(engine)
+
+    return _run_with(settings, work)
 
 
 @db_app.command("upgrade")
@@ -166,9 +169,10 @@ def keys_create(
     key, row = _run(config, work)
     if as_json:
         typer.echo(orjson.dumps({**public(row), "key": key}).decode())
-        return
-    typer.echo(key)
-    typer.echo(f"quasar: created {row['id']} ({row['name']}); the key above is shown only now", err=True)
+    else:
+        typer.echo(key)
+        typer.echo(f"quasar: created {row['id']} ({row['name']}); the key above is shown only now", err=True)
+    typer.echo("quasar: with a managed key in the store, the server requires an API key on every request", err=True)
 
 
 @keys_app.command("list")
