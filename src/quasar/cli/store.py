@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -138,15 +139,20 @@ def _key_fields(
             fields[field] = value
     if budget_period not in (None, "total", "day", "month"):
         _fail("--budget-period must be total, day or month")
+    if budget is not None and not math.isfinite(budget):
+        _fail("--budget must be a finite number of USD")
     if expires is not None:
-        fields["expires"] = parse_expiry(expires)
+        try:
+            fields["expires"] = parse_expiry(expires)
+        except QuasarError:
+            _fail(f"--expires: {expires!r} is neither a duration (30d, 12h), an ISO 8601 time nor epoch seconds")
     return fields
 
 
 NAME = typer.Option(None, help="A name for the key.")
 MODELS = typer.Option(None, help="Comma-separated models the key may use (default: all).")
-RPM = typer.Option(None, min=1, help="Requests per minute.")
-TPM = typer.Option(None, min=1, help="Tokens per minute.")
+RPM = typer.Option(None, min=1, max=key_rows.MAX_RATE, help="Requests per minute.")
+TPM = typer.Option(None, min=1, max=key_rows.MAX_RATE, help="Tokens per minute.")
 BUDGET = typer.Option(None, min=0, help="Budget in USD.")
 PERIOD = typer.Option(None, help="Budget period: total, day or month (default total).")
 EXPIRES = typer.Option(None, help="Expiry: a duration (30d, 12h), an ISO 8601 time or epoch seconds.")

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quasar.store.schema import api_keys, plain
 
+MAX_RATE = 2**31 - 1  # rpm and tpm are Integer columns: 32-bit signed on Postgres
 EDITABLE = ("name", "models", "rpm", "tpm", "budget", "budget_period", "expires")
 
 
