@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 from pathlib import Path
@@ -175,17 +177,88 @@ def default_settings() -> dict[str, Any]:
     }
 
 
-def _interpolate(text: str, source: str) -> str:
-    def sub(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        value = os.environ.get(name)
-        if value is None:
-            if default is not None:
-                return default
-            return ""
-        return value
+Secrets = list[tuple[str, str]]
+"""(text that came from the environment, what an error message shows instead of it)."""
 
-    return _ENV_REF.sub(sub, text)
+
+def _substitute(value: str, found: Secrets) -> str:
+    """`${VAR}` and `${VAR:-default}` in one string scalar; records what came from the environment."""
+    used = False
+
+    def sub(match: re.Match[str]) -> str:
+        nonlocal used
+        name, default = match.group(1), match.group(2)
+        got = os.environ.get(name)
+        if got:
+            used = True
+            found.append((got, f"${{{name}}}"))
+            return got
+        return default or ""  # as in the shell: unset or empty takes the default; no default, empty
+
+    out = _ENV_REF.sub(sub, value)
+    if used:
+        found.append((out, value))  # the whole scalar, shown as the file wrote it
+    return out
+
+
+def _interpolate(data: Any, found: Secrets) -> Any:
+    """Replace ${ENV} references inside the parsed config's string values (never its keys).
+
+    Done after parsing, so an environment value is only ever a string scalar: a newline, ` #` or `: ` in it
+    cannot add or cut config. Every value taken from the environment is added to `found`, for `redact`.
+    """
+    if isinstance(data, str):
+        return _substitute(data, found) if "${" in data else data
+    if isinstance(data, dict):
+        return {k: _interpolate(v, found) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_interpolate(v, found) for v in data]
+    return data
+
+
+def _shown(secrets: Secrets) -> Secrets:
+    """Each secret also as repr() and JSON would escape it, longest first, so none survives in a message."""
+    out: dict[str, str] = {}
+    for value, shown in secrets:
+        if not value:
+            continue
+        for form in (value, repr(value)[1:-1], json.dumps(value)[1:-1]):
+            if form and (form not in out or len(shown) < len(out[form])):
+                out[form] = shown
+    return sorted(out.items(), key=lambda pair: len(pair[0]), reverse=True)
+
+
+def redact(text: str, secrets: Secrets) -> str:
+    """`text` with every value that came from the environment replaced by the `${VAR}` it came from.
+
+    A value shorter than six characters (a port, a count: no secret) is replaced only where it stands alone,
+    so that `64` in a message does not become `6${N}`.
+    """
+    pairs = _shown(secrets)
+    if not pairs:
+        return text
+    shown = dict(pairs)
+    pattern = "|".join(
+        re.escape(value) if len(value) >= 6 else rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])"
+        for value, _ in pairs
+    )
+    text = re.sub(pattern, lambda match: shown[match.group(0)], text)  # one pass: no replacing a replacement
+    return text
+
+
+def environment_secrets(path: str | os.PathLike[str] | None = None) -> Secrets:
+    """What a config (and the QUASAR_* environment) took from the environment, for redacting later errors."""
+    found: Secrets = []
+    path = path or os.environ.get("QUASAR_CONFIG") or None
+    if path:
+        with contextlib.suppress(OSError, yaml.YAMLError):
+            _interpolate(yaml.safe_load(Path(path).read_text()), found)
+    for name in ("QUASAR_API_KEYS", "QUASAR_MASTER_KEY", "QUASAR_DATABASE_URL", "QUASAR_REDIS_URL"):
+        value = os.environ.get(name)
+        if value:
+            found.append((value, f"${{{name}}}"))
+            found += [(k.strip(), f"${{{name}}}") for k in value.split(",") if name == "QUASAR_API_KEYS" and k.strip()]
+    return found
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -205,19 +278,22 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _format_errors(exc: ValidationError, source: str, root: yaml.Node | None) -> str:
+def _format_errors(exc: ValidationError, source: str, root: yaml.Node | None, secrets: Secrets) -> str:
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         where = ".".join(str(p) for p in loc) or "(top level)"
         line = _line_of(root, loc)
         prefix = f"{source}:{line}" if line else source
-        lines.append(f"{prefix}: {where}: {err['msg']}")
+        lines.append(f"{prefix}: {where}: {redact(str(err['msg']), secrets)}")
     return "\n".join(lines)
 
 
 def parse_settings(text: str, source: str = "<config>") -> Settings:
-    text = _interpolate(text, source)
+    """Parse and validate a config text; ${ENV} references are replaced in its string values after parsing.
+
+    A ConfigError names the line of each problem and never shows a value that came from the environment.
+    """
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -227,10 +303,12 @@ def parse_settings(text: str, source: str = "<config>") -> Settings:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: the config must be a mapping")
+    secrets: Secrets = []
+    data = _interpolate(data, secrets)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source, root)) from None
+        raise ConfigError(_format_errors(exc, source, root, secrets)) from None
 
 
 def beside(url: str, directory: Path) -> str:

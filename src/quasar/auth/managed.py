@@ -10,29 +10,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quasar.auth.principal import Principal
+from quasar.auth.principal import ANONYMOUS, Principal
 from quasar.auth.static import StaticKeys, bearer_token, hash_key
 from quasar.config import Quota
-from quasar.errors import AuthenticationFailed, InvalidRequest, StoreUnavailable
+from quasar.errors import AuthenticationFailed, StoreUnavailable
 from quasar.store import keys as key_rows
+from quasar.timeparse import parse_time
 
 log = logging.getLogger("quasar.auth.managed")
 KEY_PREFIX = "qsr-"
 LOCAL_TTL_S = 1.0
 SHARED_TTL_S = 30.0
 MAX_CACHED = 10_000
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def new_key() -> str:
@@ -41,25 +38,7 @@ def new_key() -> str:
 
 def parse_expiry(value: float | int | str | None, now: float | None = None) -> float | None:
     """An expiry as epoch seconds, an ISO 8601 time, or a duration from now (30d, 12h, 15m, 90s)."""
-    if value is None or value == "":
-        return None
-    now = time.time() if now is None else now
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value.strip())
-        if match:
-            return now + int(match.group(1)) * _UNITS[match.group(2)]
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            pass
-        else:
-            return moment.timestamp() if moment.tzinfo else moment.astimezone().timestamp()
-    raise InvalidRequest(
-        "Invalid value for 'expires': use epoch seconds, an ISO 8601 time or a duration such as 30d.",
-        param="expires",
-    )
+    return parse_time(value, "expires", durations="ahead", now=now)
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
@@ -81,16 +60,23 @@ class _Cached:
 
 
 class KeyRing:
-    """Static keys from the config, then managed keys from the store."""
+    """Static keys from the config, then managed keys from the store.
+
+    The server is open (every caller is anonymous) only while there is no static key, no master key and no
+    key row in the store at all: once a managed key exists, even a revoked or expired one, a key is required.
+    Whether the store holds any key is cached with the same lifetime as the keys themselves.
+    """
 
     def __init__(self, static: StaticKeys, engine: AsyncEngine, ttl: float = LOCAL_TTL_S) -> None:
         self.static = static
         self.engine = engine
         self.ttl = ttl
         self._cache: dict[str, _Cached] = {}
+        self._has_keys: _Cached | None = None  # row is {} when the store holds a key, None when it holds none
 
     def invalidate(self) -> None:
         self._cache.clear()
+        self._has_keys = None
 
     async def _lookup(self, digest: str) -> dict[str, Any] | None:
         now = time.monotonic()
@@ -108,6 +94,21 @@ class KeyRing:
         self._cache[digest] = _Cached(row, now)
         return row
 
+    async def store_has_keys(self) -> bool:
+        """Whether the store holds any managed key (revoked and expired ones count): then a key is required."""
+        now = time.monotonic()
+        cached = self._has_keys
+        if cached is not None and now - cached.at < self.ttl:
+            return cached.row is not None
+        try:
+            found = await key_rows.any_key(self.engine)
+        except Exception:
+            if cached is not None:
+                return cached.row is not None  # the database is down: keep the last known answer
+            raise StoreUnavailable("The key store is unavailable; try again shortly.") from None
+        self._has_keys = _Cached({} if found else None, now)
+        return found
+
     async def authenticate(self, authorization: str | None) -> Principal:
         token = bearer_token(authorization)
         if token is not None and token.startswith(KEY_PREFIX):
@@ -118,7 +119,11 @@ class KeyRing:
                 if row["expires"] is not None and row["expires"] <= time.time():
                     raise AuthenticationFailed("This API key has expired.", code="api_key_expired")
                 return principal_of(row)
-        return self.static.authenticate(authorization)
+        if self.static.required:
+            return self.static.authenticate(authorization)
+        if await self.store_has_keys():
+            return self.static.refuse(token)
+        return ANONYMOUS
 
 
 async def create_key(engine: AsyncEngine, fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:

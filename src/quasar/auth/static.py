@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import NoReturn
 
 from quasar.auth.principal import ANONYMOUS, Principal
 from quasar.errors import AuthenticationFailed
@@ -38,12 +39,17 @@ class StaticKeys:
         if not self.required:
             return ANONYMOUS
         token = bearer_token(authorization)
+        principal = self._principals.get(hash_key(token)) if token is not None else None
+        if principal is None:
+            self.refuse(token)
+        return principal
+
+    @staticmethod
+    def refuse(token: str | None) -> NoReturn:
+        """The 401 for a request whose key (`token`, None when it sent none) matches no key."""
         if token is None:
             raise AuthenticationFailed(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
                 code="missing_api_key",
             )
-        principal = self._principals.get(hash_key(token))
-        if principal is None:
-            raise AuthenticationFailed("Incorrect API key provided.")
-        return principal
+        raise AuthenticationFailed("Incorrect API key provided.")

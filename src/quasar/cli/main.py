@@ -11,7 +11,7 @@ import typer
 import uvicorn
 
 from quasar.cli.store import check_store, register
-from quasar.config import load_settings
+from quasar.config import environment_secrets, load_settings, redact
 from quasar.errors import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quasar: one OpenAI-compatible chat API.")
@@ -60,13 +60,14 @@ def serve(
         settings = load_settings(config)
     except ConfigError as exc:
         _fail(str(exc))
-    open_server = not (settings.auth.api_keys or settings.auth.master_key)
+    store_has_keys = check_store(settings)
+    open_server = not (settings.auth.api_keys or settings.auth.master_key or store_has_keys)
     if open_server and not is_loopback(host) and not insecure:
         _fail(
             f"refusing to serve on {host} with no API keys: anyone who can reach it could use it. "
-            "Set QUASAR_API_KEYS (or auth.api_keys), bind to 127.0.0.1, or pass --insecure."
+            "Set QUASAR_API_KEYS (or auth.api_keys), create a key with `quasar keys create`, "
+            "bind to 127.0.0.1, or pass --insecure."
         )
-    check_store(settings)
     failures: list[str] = []
 
     def on_load_failure(message: str) -> None:
@@ -76,7 +77,7 @@ def serve(
     try:
         application = create_app(settings, on_load_failure=on_load_failure)
     except ConfigError as exc:
-        _fail(str(exc))
+        _fail(redact(str(exc), environment_secrets(config)))
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     typer.echo(f"quasar: serving {', '.join(settings.model_names())} at {base}/v1", err=True)
     if open_server:
@@ -111,8 +112,8 @@ def check(config: str = typer.Option(..., "--config", "-c", help="YAML config fi
 
     try:
         build_models(settings)
-    except ConfigError as exc:
-        typer.echo(f"{config}: {exc}", err=True)
+    except ConfigError as exc:  # may quote a value the config took from the environment: show ${VAR} instead
+        typer.echo(f"{config}: {redact(str(exc), environment_secrets(config))}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{config}: ok ({len(settings.models)} models)")
 

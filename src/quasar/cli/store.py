@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -24,6 +25,7 @@ from quasar.store import migrate
 from quasar.store.database import create_engine, parse_database_url
 from quasar.store.logs import LogFilter, recent
 from quasar.store.usage import GROUPS, usage
+from quasar.timeparse import parse_time
 
 T = TypeVar("T")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML config file (QUASAR_CONFIG).")
@@ -86,13 +88,16 @@ async def _announce(settings: Settings, key_id: str) -> None:
         await client.aclose()
 
 
-def check_store(settings: Settings) -> None:
-    """Before serving: the schema must match this code (SQLite is upgraded); exits with the reason if not."""
+def check_store(settings: Settings) -> bool:
+    """Before serving: the schema must match this code (SQLite is upgraded); exits with the reason if not.
 
-    async def work(engine: AsyncEngine, _: Settings) -> None:
-        return None
+    Returns whether the store holds any managed key (revoked ones too): then the server requires a key.
+    """
 
-    _run_with(settings, work)
+    async def work(engine: AsyncEngine, _: Settings) -> bool:
+        return await key_rows.any_key(engine)
+
+    return _run_with(settings, work)
 
 
 @db_app.command("upgrade")
@@ -134,15 +139,20 @@ def _key_fields(
             fields[field] = value
     if budget_period not in (None, "total", "day", "month"):
         _fail("--budget-period must be total, day or month")
+    if budget is not None and not math.isfinite(budget):
+        _fail("--budget must be a finite number of USD")
     if expires is not None:
-        fields["expires"] = parse_expiry(expires)
+        try:
+            fields["expires"] = parse_expiry(expires)
+        except QuasarError:
+            _fail(f"--expires: {expires!r} is neither a duration (30d, 12h), an ISO 8601 time nor epoch seconds")
     return fields
 
 
 NAME = typer.Option(None, help="A name for the key.")
 MODELS = typer.Option(None, help="Comma-separated models the key may use (default: all).")
-RPM = typer.Option(None, min=1, help="Requests per minute.")
-TPM = typer.Option(None, min=1, help="Tokens per minute.")
+RPM = typer.Option(None, min=1, max=key_rows.MAX_RATE, help="Requests per minute.")
+TPM = typer.Option(None, min=1, max=key_rows.MAX_RATE, help="Tokens per minute.")
 BUDGET = typer.Option(None, min=0, help="Budget in USD.")
 PERIOD = typer.Option(None, help="Budget period: total, day or month (default total).")
 EXPIRES = typer.Option(None, help="Expiry: a duration (30d, 12h), an ISO 8601 time or epoch seconds.")
@@ -165,9 +175,10 @@ def keys_create(
     key, row = _run(config, work)
     if as_json:
         typer.echo(orjson.dumps({**public(row), "key": key}).decode())
-        return
-    typer.echo(key)
-    typer.echo(f"quasar: created {row['id']} ({row['name']}); the key above is shown only now", err=True)
+    else:
+        typer.echo(key)
+        typer.echo(f"quasar: created {row['id']} ({row['name']}); the key above is shown only now", err=True)
+    typer.echo("quasar: with a managed key in the store, the server requires an API key on every request", err=True)
 
 
 @keys_app.command("list")
@@ -232,19 +243,13 @@ def _when(value: float | None) -> str:
     return "-" if value is None else datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _moment(value: str | None) -> float | None:
-    """An ISO 8601 time, or a duration back from now (10m, 2h, 1d), as epoch seconds."""
-    if value is None:
-        return None
+def _moment(value: str | None, option: str) -> float | None:
+    """Epoch seconds, an ISO 8601 time, or a duration back from now (10m, 2h, 1d)."""
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            return time.time() - (parse_expiry(value, now=0.0) or 0.0)
-        except QuasarError:
-            _fail(f"{value!r} is neither an ISO 8601 time nor a duration such as 1h")
-            raise
-    return moment.timestamp() if moment.tzinfo else moment.astimezone().timestamp()
+        return parse_time(value, option, durations="back")
+    except QuasarError:
+        _fail(f"{option}: {value!r} is neither an ISO 8601 time, epoch seconds nor a duration such as 1h")
+        raise
 
 
 def logs(
@@ -259,7 +264,8 @@ def logs(
     config: str = CONFIG,
 ) -> None:
     """Show the request log, newest last."""
-    where = LogFilter(key_id=key, customer_identifier=customer, model=model, status=status, since=_moment(since))
+    since_ = _moment(since, "--since")
+    where = LogFilter(key_id=key, customer_identifier=customer, model=model, status=status, since=since_)
 
     def show(rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -301,7 +307,7 @@ def usage_command(
     if group_by not in GROUPS:
         _fail(f"--group-by must be one of {', '.join(GROUPS)}")
 
-    where = LogFilter(since=_moment(since), until=_moment(until))
+    where = LogFilter(since=_moment(since, "--from"), until=_moment(until, "--to"))
 
     async def work(engine: AsyncEngine, _: Settings) -> list[dict[str, Any]]:
         return await usage(engine, group_by, where)

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quasar.store.schema import api_keys, plain
 
+MAX_RATE = 2**31 - 1  # rpm and tpm are Integer columns: 32-bit signed on Postgres
 EDITABLE = ("name", "models", "rpm", "tpm", "budget", "budget_period", "expires")
 
 
@@ -50,3 +51,9 @@ async def revoke_key(engine: AsyncEngine, key_id: str) -> dict[str, Any] | None:
             update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked.is_(None)).values(revoked=time.time())
         )
     return await by_id(engine, key_id)
+
+
+async def any_key(engine: AsyncEngine) -> bool:
+    """Whether the store holds any key row at all, revoked and expired ones included."""
+    async with engine.connect() as conn:
+        return (await conn.execute(select(api_keys.c.id).limit(1))).first() is not None

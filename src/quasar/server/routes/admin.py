@@ -15,16 +15,17 @@ from quasar.server.responses import JSON
 from quasar.store import keys as key_rows
 
 router = APIRouter(prefix="/admin")
+_NO_NUL = r"^[^\x00]*$"  # Postgres text holds no NUL character
 
 
 class KeyFields(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    models: list[Annotated[str, Field(min_length=1)]] | None = None
-    rpm: Annotated[int, Field(ge=1)] | None = None
-    tpm: Annotated[int, Field(ge=1)] | None = None
-    budget: Annotated[float, Field(ge=0)] | None = None
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=_NO_NUL)
+    models: list[Annotated[str, Field(min_length=1, max_length=200, pattern=_NO_NUL)]] | None = None
+    rpm: Annotated[int, Field(ge=1, le=key_rows.MAX_RATE)] | None = None
+    tpm: Annotated[int, Field(ge=1, le=key_rows.MAX_RATE)] | None = None
+    budget: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     budget_period: Literal["total", "day", "month"] | None = None
     expires: float | int | str | None = None
 
@@ -75,7 +76,7 @@ async def create(request: Request) -> Response:
 
 
 async def _existing(request: Request, key_id: str) -> dict[str, Any]:
-    row = await key_rows.by_id(_engine(request), key_id)
+    row = await key_rows.by_id(_engine(request), key_id) if "\x00" not in key_id else None
     if row is None:
         raise NotFound(f"No key with id '{key_id}'.", param="key_id")
     return row

@@ -13,6 +13,7 @@ from quasar.errors import InvalidRequest, NotFound
 from quasar.server.responses import JSON
 from quasar.store.logs import LogFilter, get_request
 from quasar.store.usage import GROUPS, usage
+from quasar.timeparse import parse_time
 
 router = APIRouter(prefix="/v1")
 
@@ -58,20 +59,7 @@ async def get_one(request_id: str, request: Request) -> Response:
 
 
 def _time(request: Request, name: str) -> float | None:
-    value = request.query_params.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequest(
-            f"Invalid value for '{name}': use epoch seconds or an ISO 8601 time.", param=name
-        ) from None
-    return moment.timestamp() if moment.tzinfo else moment.astimezone().timestamp()
+    return parse_time(request.query_params.get(name), name)
 
 
 @router.get("/usage", summary="Requests, tokens, cost, errors and latency by model, key or customer")
