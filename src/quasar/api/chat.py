@@ -8,6 +8,7 @@ upstream engine may forward them; the local engine ignores them.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -87,15 +88,30 @@ class ResponseFormat(_Wire):
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
 
+# Bounds on what reaches an engine, the store or an upstream, so that a value out of range is a 400 naming
+# its field here rather than a failure further in.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_OUTPUT_TOKENS = 2**31 - 1  # the engines count tokens in 32-bit integers
+MAX_N = 128  # server.max_n's ceiling; the service applies the configured value
+MAX_STOP_LENGTH = 1024  # characters in one stop sequence
+MAX_USER_LENGTH = 256  # like customer_identifier, stored with the request's log row
+MAX_LOGIT_BIAS = 300  # entries: OpenAI's limit
+MAX_TOKEN_ID = 2**31 - 1  # token ids are 32-bit; one past the model's vocabulary is the engine's to refuse
+
+OutputTokens = Annotated[int, Field(ge=1, le=MAX_OUTPUT_TOKENS)]
+StopString = Annotated[str, Field(max_length=MAX_STOP_LENGTH)]
+_TOKEN_ID = re.compile(r"[0-9]{1,10}")  # ASCII digits only: str.isdigit() also takes '²' and '١'
+
+
 class ChatRequest(_Wire):
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    n: int = Field(1, ge=1)
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    max_tokens: OutputTokens | None = None
+    max_completion_tokens: OutputTokens | None = None
+    n: int = Field(1, ge=1, le=MAX_N)
+    stop: StopString | Annotated[list[StopString], Field(max_length=4)] | None = None
     stream: bool = False
-    stream_options: StreamOptions | None = None
+    stream_options: StreamOptions | None = None  # null: the default (no usage chunk)
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     frequency_penalty: Penalty | None = None
@@ -104,9 +120,9 @@ class ChatRequest(_Wire):
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)] | None = None
     response_format: ResponseFormat | None = None
-    user: str | None = None
+    user: Annotated[str, Field(max_length=MAX_USER_LENGTH)] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
@@ -133,9 +149,13 @@ class ChatRequest(_Wire):
     @field_validator("logit_bias")
     @classmethod
     def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value and len(value) > MAX_LOGIT_BIAS:
+            raise ValueError(f"logit_bias has {len(value)} entries; at most {MAX_LOGIT_BIAS} are allowed")
         for key in value or {}:
-            if not key.isdigit():
-                raise ValueError(f"logit_bias keys are token ids; {key!r} is not an integer")
+            if not _TOKEN_ID.fullmatch(key) or int(key) > MAX_TOKEN_ID:
+                raise ValueError(
+                    f"logit_bias keys are token ids, integers from 0 to {MAX_TOKEN_ID}; {key[:40]!r} is not one"
+                )
         return value
 
     @model_validator(mode="after")
@@ -171,4 +191,5 @@ CROSS_FIELD_PARAMS = {
     "content is required": "content",
     "a tool message needs": "tool_call_id",
     "give 'model' or": "model",
+    "api_base and base_url": "api_base",
 }

@@ -8,6 +8,8 @@ from quasar.api.chat import CROSS_FIELD_PARAMS
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 _PART_TAGS = {"text", "image_url"}
+# Cross-field errors raised inside a nested object: their param is that object's path plus the field.
+_RELATIVE = {"content", "tool_call_id", "api_base"}
 
 
 def param_path(loc: tuple[int | str, ...]) -> str:
@@ -17,7 +19,7 @@ def param_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif "[" in part or "(" in part or part in _TYPE_TAGS:
+        elif "[" in part or "(" in part or part in _TYPE_TAGS or part.startswith("constrained-"):
             continue
         elif isinstance(previous, int) and part in _PART_TAGS and out.endswith("]") and "content" in out:
             previous = None  # the discriminator tag of a content part, not a field
@@ -36,7 +38,7 @@ def describe(exc: ValidationError) -> tuple[str, str | None]:
     msg = str(err["msg"]).removeprefix("Value error, ")
     for prefix, field in CROSS_FIELD_PARAMS.items():
         if msg.startswith(prefix):
-            param = f"{param}.{field}" if param and field in ("content", "tool_call_id") else field
+            param = f"{param}.{field}" if param and field in _RELATIVE else field
             break
     if err["type"] == "missing":
         return f"Missing required parameter: '{param}'.", param or None

@@ -17,12 +17,24 @@ Name = Annotated[str, Field(min_length=1)]
 
 
 class ProviderCredentials(BaseModel):
-    """One provider's credentials for one request. Other deployment variables are accepted and ignored."""
+    """One provider's credentials for one request. Other deployment variables are accepted and ignored.
+
+    `api_base` is LiteLLM's name for `base_url`: it fills `base_url`, so that the router's SSRF guard
+    (gateway/credentials.py) checks it like any base_url."""
 
     model_config = ConfigDict(extra="allow")
 
     api_key: SecretStr | None = None
     base_url: str | None = None
+    api_base: str | None = None
+
+    @model_validator(mode="after")
+    def _api_base_is_base_url(self) -> ProviderCredentials:
+        if self.api_base is not None:
+            if self.base_url is not None and self.base_url != self.api_base:
+                raise ValueError("api_base and base_url differ; give one of them")
+            self.base_url = self.api_base
+        return self
 
 
 class GatewayOptions(BaseModel):
@@ -42,7 +54,7 @@ class GatewayOptions(BaseModel):
     request_breakdown: bool = False
     # The store's response cache (not seed 003): declared here so that they are never forwarded upstream.
     cache_enabled: bool | None = None
-    cache_ttl: Annotated[int, Field(ge=1)] | None = None
+    cache_ttl: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None  # seconds; Redis takes no more
 
 
 GATEWAY_FIELDS = frozenset(GatewayOptions.model_fields)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import ssl
 import time
 import zlib
@@ -299,7 +300,7 @@ class Pool:
             raise ConnectTimeout(f"no connection to {self.host_header} within {self.connect_timeout:g}s") from None
         except (OSError, ssl.SSLError) as exc:
             self.forget(conn)
-            raise ConnectError(f"cannot connect to {self.host_header}: {type(exc).__name__}: {exc}") from None
+            raise ConnectError(_connect_failure(self.host_header, exc)) from None
         except BaseException:
             conn.close()
             raise
@@ -323,3 +324,14 @@ class Pool:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+
+def _connect_failure(host: str, exc: OSError) -> str:
+    """Why no connection to `host` could be made, in words: refused, unresolvable, TLS, or the OS's error."""
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {host}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {host}: {exc}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {host} failed: {type(exc).__name__}: {exc}"
+    return f"cannot connect to {host}: {type(exc).__name__}: {exc}"

@@ -21,8 +21,8 @@ import orjson
 from quasar.api.chat import ChatRequest
 from quasar.api.gateway import GATEWAY_FIELDS
 from quasar.config import Deployment
-from quasar.engines.http import ConnectError, HTTPError, Pool, Response
-from quasar.errors import ConfigError, UpstreamError, UpstreamRejected, UpstreamTimeout
+from quasar.engines.http import ConnectError, ConnectTimeout, HTTPError, Pool, Response
+from quasar.errors import ConfigError, InvalidRequest, UpstreamError, UpstreamRejected, UpstreamTimeout
 from quasar.gateway.providers import auth_headers, resolve_base_url
 
 ALL_CAPABILITIES = frozenset({"tools", "vision", "json_schema"})
@@ -110,8 +110,12 @@ class OpenAIEngine:
         body["stream"] = stream
         if stream:
             # Always ask for usage so cost is exact; the service drops the chunk if the client did not ask.
-            body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
-        return orjson.dumps(body)
+            # `stream_options: null` (kept by exclude_unset) means the defaults.
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        try:
+            return orjson.dumps(body)
+        except orjson.JSONEncodeError as exc:  # parse_body refuses such numbers; this is the backstop
+            raise InvalidRequest(f"The request cannot be forwarded to {self.provider}: {exc}.") from None
 
     @property
     def url(self) -> str:
@@ -130,6 +134,8 @@ class OpenAIEngine:
                     resp.release()
             if resp.status >= 400:
                 raise self._rejected(resp.status, raw, resp.headers)
+        except ConnectTimeout:  # a TimeoutError too: caught first, so that it is not called a slow response
+            raise self._connect_timeout() from None
         except TimeoutError:
             raise UpstreamTimeout(f"{self.provider}: no complete response within {limit:g}s") from None
         except HTTPError as exc:
@@ -156,6 +162,8 @@ class OpenAIEngine:
                     resp = await self._pool.post(self._prefix, data)
                     if resp.status >= 400:
                         raise self._rejected(resp.status, await resp.read(_MAX_ERROR_BODY), resp.headers)
+            except ConnectTimeout:
+                raise self._connect_timeout() from None
             except TimeoutError:
                 raise UpstreamTimeout(f"{self.provider}: no response within {d.first_byte_timeout:g}s") from None
             except HTTPError as exc:
@@ -231,6 +239,10 @@ class OpenAIEngine:
             upstream_status=status,
             retry_after=retry_after(headers),
         )
+
+    def _connect_timeout(self) -> UpstreamTimeout:
+        timeout = self.deployment.connect_timeout
+        return UpstreamTimeout(f"{self.provider}: could not connect to {self._pool.host_header} within {timeout:g}s")
 
     def _unreachable(self, exc: HTTPError) -> UpstreamError:
         kind = "connection failed" if isinstance(exc, ConnectError) else "request failed"
