@@ -12,7 +12,7 @@ from quasar.api.chat import ChatRequest
 from quasar.api.errors import describe
 from quasar.api.gateway import GenerateRequest, gateway_options
 from quasar.errors import InvalidRequest
-from quasar.server.parse import parse_body
+from quasar.parse import parse_body
 
 MSG = [{"role": "user", "content": "hi"}]
 

@@ -176,7 +176,10 @@ def _mentions(row: dict[str, Any], secrets: list[str]) -> bool:
     """Whether any secret occurs anywhere in the row: one serialization, instead of walking every value.
 
     Each secret is looked for as JSON writes it (quotes and backslashes escaped), as the blob has it."""
-    blob = orjson.dumps(row, default=str)
+    try:
+        blob = orjson.dumps(row, default=str)
+    except TypeError:  # a value orjson cannot write (the store sanitises it later): look everywhere
+        return True
     return any(orjson.dumps(secret)[1:-1] in blob for secret in secrets)
 
 
