@@ -40,6 +40,7 @@ def serve(
 ) -> None:
     """Serve the OpenAI-compatible API."""
     from quasar.cli.serving import QuasarServer
+    from quasar.cli.tuning import tune_loaded_process
     from quasar.server import create_app
     from quasar.server.protocol import CorkedHttpToolsProtocol
 
@@ -63,7 +64,9 @@ def serve(
         os.kill(os.getpid(), signal.SIGTERM)
 
     try:
-        application = create_app(settings, on_load_failure=on_load_failure)
+        application = create_app(
+            settings, on_load_failure=on_load_failure, on_loaded=lambda: tune_loaded_process(settings)
+        )
     except ConfigError as exc:
         _fail(str(exc))
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
