@@ -7,10 +7,12 @@ quick (0.6 s), one that holds its answer (5 s), one whose stream stalls after it
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 import uuid
 
+import pytest
 import yaml
 
 from tests.fake_provider import FakeProvider
@@ -128,10 +130,11 @@ def test_sigterm_finishes_what_it_can_answers_the_rest_and_exits_0() -> None:
             assert rows[ids["stalled"]]["status"] == "cancelled" and rows[ids["stalled"]]["stream"]
 
 
-def test_sigterm_with_nothing_in_flight_exits_0_at_once() -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_with_nothing_in_flight_exits_0_at_once(sig: signal.Signals) -> None:
     with FakeProvider("idle") as fake, quasar_server(gateway_config({"m": [upstream(fake)]})) as running:
         keep_alive = socket.create_connection(("127.0.0.1", port_of(running)))  # an idle connection
-        running.process.terminate()
+        running.process.send_signal(sig)
         started = time.monotonic()
         assert running.process.wait(10) == 0
         assert time.monotonic() - started < 2

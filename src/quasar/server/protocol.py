@@ -113,24 +113,27 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        HttpToolsProtocol.data_received(self, data)
         if self._reading and self._read_timer is None and not self.transport.is_closing():
             timeout = self.header_timeout if self._reading == _HEAD else self.body_timeout
             self._read_timer = self.loop.call_later(timeout, self._timed_out)
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self._reading = _HEAD
 
+    # the parser's callbacks: called for every request, so no more than an attribute check each
     def on_headers_complete(self) -> None:
-        self._stop_timer()
+        if self._read_timer is not None:
+            self._stop_timer()
         self._reading = _BODY
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        self._stop_timer()
+        if self._read_timer is not None:
+            self._stop_timer()
         self._reading = 0
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
 
     def handle_websocket_upgrade(self) -> None:
         self._stop_timer()
