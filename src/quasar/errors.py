@@ -69,6 +69,14 @@ class MethodNotAllowed(QuasarError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(QuasarError):
+    """The request's head or body did not arrive in time."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class PayloadTooLarge(QuasarError):
     status = 413
     type = "invalid_request_error"
@@ -91,6 +99,14 @@ class NotReady(QuasarError):
     status = 503
     type = "server_error"
     code = "model_loading"
+
+
+class ShuttingDown(QuasarError):
+    """The server is stopping and its grace period ended before this request did."""
+
+    status = 503
+    type = "server_error"
+    code = "server_shutting_down"
 
 
 class EngineError(QuasarError):

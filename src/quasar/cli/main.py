@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
-from collections.abc import Callable
 
 import typer
 import uvicorn
@@ -31,17 +30,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _listening_server(config: uvicorn.Config, on_listening: Callable[[], object]) -> uvicorn.Server:
-    """uvicorn's Server, telling the app once its sockets listen (models load after that)."""
-
-    class Listening(uvicorn.Server):
-        async def startup(self, sockets: list | None = None) -> None:
-            await super().startup(sockets)
-            on_listening()
-
-    return Listening(config)
-
-
 @app.command()
 def serve(
     host: str = typer.Option(None, help="Address to bind (QUASAR_HOST; default 127.0.0.1)."),
@@ -51,6 +39,8 @@ def serve(
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
     """Serve the OpenAI-compatible API."""
+    from quasar.cli.serving import QuasarServer
+    from quasar.cli.tuning import tune_loaded_process
     from quasar.server import create_app
     from quasar.server.protocol import CorkedHttpToolsProtocol
 
@@ -75,7 +65,9 @@ def serve(
         os.kill(os.getpid(), signal.SIGTERM)
 
     try:
-        application = create_app(settings, on_load_failure=on_load_failure)
+        application = create_app(
+            settings, on_load_failure=on_load_failure, on_loaded=lambda: tune_loaded_process(settings)
+        )
     except ConfigError as exc:
         _fail(redact(str(exc), environment_secrets(config)))
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
@@ -89,13 +81,16 @@ def serve(
         host=host,
         port=port,
         loop="uvloop",
-        http=CorkedHttpToolsProtocol,
+        http=CorkedHttpToolsProtocol.with_timeouts(
+            settings.server.header_timeout_seconds, settings.server.body_timeout_seconds
+        ),
         log_level=log_level,
         access_log=False,
         proxy_headers=False,  # Quasar reads no client address; skips a middleware on every request
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.server.shutdown_grace_seconds,  # applied by QuasarServer.shutdown
     )
-    _listening_server(config_, application.state.serving.set).run()
+    grace = settings.server.shutdown_grace_seconds
+    QuasarServer(config_, grace=grace, on_listening=application.state.serving.set).run()
     if failures:
         _fail(f"could not start: {failures[0]}")
 

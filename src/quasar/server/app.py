@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,8 +14,6 @@ from starlette.types import Receive, Scope, Send
 from quasar import __version__
 from quasar.catalog import build_models
 from quasar.config import Settings
-from quasar.engines import sched
-from quasar.engines.llamacpp import LlamaCppEngine
 from quasar.server import errors, state
 from quasar.server.disconnect import Disconnects
 from quasar.server.fastpath import ChatFastPath
@@ -27,7 +24,6 @@ from quasar.server.routes.models import router as models_router
 from quasar.server.routes.usage import router as usage_router
 
 log = logging.getLogger("quasar")
-GC_YOUNG_THRESHOLD = 10_000
 
 
 class QuasarApp(FastAPI):
@@ -44,7 +40,14 @@ class QuasarApp(FastAPI):
             await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    on_load_failure: Callable[[str], None] | None = None,
+    on_loaded: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The application; `on_loaded` is called on the loop's thread once every model has loaded (the
+    serve command tunes the process then: cli/tuning.py)."""
     models = build_models(settings)
 
     async def load_engines(app: FastAPI) -> None:
@@ -62,15 +65,8 @@ def create_app(settings: Settings, *, on_load_failure: Callable[[str], None] | N
                     if on_load_failure is not None:
                         on_load_failure(str(exc))
                     return
-        if any(isinstance(engine, LlamaCppEngine) for entry in models.values() for _, engine in entry.deployments):
-            # llama.cpp's threads fill every core; the loop must not wait out their slices (sched.py)
-            sched.shorten_slice()
-        # Everything alive now lives as long as the process: keep it out of the cyclic collector's full
-        # passes, which otherwise paused the loop for 40-70 ms every few seconds under load (gc callbacks).
-        gc.freeze()
-        # A gateway request allocates a few hundred objects; at the default threshold of 700 the young
-        # generation was collected every couple of requests (+5% requests/s at 10,000, benchmarks/gateway.py).
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        if on_loaded is not None:
+            on_loaded()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

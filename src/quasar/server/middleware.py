@@ -1,4 +1,4 @@
-"""Pure ASGI middleware (no BaseHTTPMiddleware): request ids and the body-size limit."""
+"""Pure ASGI middleware (no BaseHTTPMiddleware): request ids, the body-size limit and the body's timeout."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quasar.errors import PayloadTooLarge
 from quasar.ids import sortable_id
+from quasar.server.lifecycle import TIMED_OUT
 
 
 class RequestId:
@@ -40,7 +41,12 @@ class RequestId:
 
 
 class BodyLimit:
-    """413 in OpenAI's envelope for a body over `limit` bytes, declared or streamed."""
+    """413 in OpenAI's envelope for a body over `limit` bytes, declared or streamed.
+
+    A body that did not arrive in time has been answered with a 408 by the protocol (server/protocol.py),
+    which then tells the application its client has gone; here that becomes the 408's error, so the
+    request's handler stops and its log row says why.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -73,6 +79,8 @@ class BodyLimit:
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     raise self._error()
+            elif TIMED_OUT in scope:
+                raise scope[TIMED_OUT]
             return message
 
         await self.app(scope, limited_receive, send)

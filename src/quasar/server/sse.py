@@ -9,6 +9,10 @@ client going away: a local model's first token waited a loop turn and the group'
 the group cost about 47 us of CPU per stream, which adds up when a wave of streams starts and ends
 together. A client that leaves is noticed by server/disconnect.py's watcher instead, the same one
 that watches every request that runs long enough; it cancels the request's task.
+
+A stream still under way when a shutdown's grace ends gets the same ending as a failure: one error
+event (`server_shutting_down`) and no [DONE], written by the protocol (server/protocol.py), which
+knows a stream by the mark this response leaves in its scope.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from quasar.errors import EngineError, QuasarError
+from quasar.server.lifecycle import EVENT_STREAM
 
 log = logging.getLogger("quasar.sse")
 DONE = b"data: [DONE]\n\n"
@@ -60,6 +65,7 @@ class EventStream(StreamingResponse):
         self.ended: Callable[[], None] = lambda: None  # called once the stream is over, however it ends
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[EVENT_STREAM] = True
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             await send({"type": "http.response.body", "body": self.first, "more_body": True})
