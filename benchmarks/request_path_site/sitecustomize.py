@@ -61,8 +61,8 @@ def install(out: str) -> None:
 
     admitted = llamacpp.LlamaCppEngine._admitted
 
-    async def _admitted(self: Any, request: Any) -> dict:
-        body = await admitted(self, request)
+    async def _admitted(self: Any, request: Any) -> tuple[dict, int]:
+        body, need = await admitted(self, request)
         events.append((now(), "admitted", _number(body["messages"][-1]["content"].encode())))
         executor = self._executor
         if not getattr(executor, "probed", False):
@@ -74,7 +74,7 @@ def install(out: str) -> None:
 
             executor.submit = noted
             executor.probed = True
-        return body
+        return body, need
 
     llamacpp.LlamaCppEngine._admitted = _admitted
 

@@ -38,6 +38,8 @@ class Deployment(_Strict):
     threads: int | None = Field(None, ge=1)
     max_queue: int = Field(64, ge=0)
     nice: int = Field(5, ge=0, le=19)  # llama.cpp's threads run this much lower than Quasar's (Linux)
+    max_output_tokens: int = Field(1024, ge=1)  # the output limit of a request that sets no max_tokens
+    queue_timeout: float = Field(30.0, gt=0)  # seconds a request may wait for room in the KV cache, then 503
     # openai-compatible upstream
     provider: str | None = None
     base_url: str | None = None

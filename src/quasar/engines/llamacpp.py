@@ -10,12 +10,19 @@ within one decode step. Non-streamed requests run as streams too, folded into on
 
 llama.cpp's embedded HTTP listener cannot be switched off in xllamacpp; it is bound to 127.0.0.1 on a
 random port with a random API key that never leaves this process, and Quasar uses it only to count a
-prompt's tokens when a request might not fit the context.
+prompt's tokens when a request might not fit the context or the free KV cache.
+
+Admission: the slots share one KV cache of `context_length` tokens, and llama.cpp fails every running
+request when it fills (engines/kvbudget.py). So a request reserves its worst case (prompt + output
+limit × n) before llama.cpp sees it, waits in arrival order for room up to `queue_timeout`, and gives
+the reservation back when llama.cpp is done with it. The output limit of a request without max_tokens
+is `max_output_tokens`, bounded by the context the prompt leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.metadata
 import os
@@ -23,6 +30,7 @@ import secrets
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +44,7 @@ from quasar.engines import sched
 from quasar.engines.assemble import Assembler, merge_usage
 from quasar.engines.handover import Handover
 from quasar.engines.http import Pool
+from quasar.engines.kvbudget import KvBudget
 from quasar.errors import (
     ConfigError,
     ContextLengthExceeded,
@@ -49,7 +58,10 @@ from quasar.errors import (
 _GGUF_MAGIC = b"GGUF"
 # OpenAI's sampling defaults, sent explicitly because llama.cpp's differ (temp 0.8, top_k 40, min_p 0.05).
 _OPENAI_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
-# Chat-template overhead per message and per prompt, in tokens, used for a cheap upper bound.
+# Chat-template overhead per message and per prompt, in tokens, for a cheap upper bound of a prompt's
+# tokens (each token is at least one byte of text). Measured on the model's own template at load; these
+# are the floor. The base covers what the template adds to any prompt (SmolLM2's adds a default system
+# message: 30 tokens for an empty user message).
 _TEMPLATE_TOKENS_PER_MESSAGE = 8
 _TEMPLATE_TOKENS_BASE = 16
 
@@ -97,7 +109,10 @@ class LlamaCppEngine:
         self._key = secrets.token_urlsafe(32)
         self._executor = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix="llamacpp")
         self._handover = Handover(self._executor)
-        self._in_flight = 0
+        self._in_flight = 0  # choices admitted and not yet finished, those waiting for KV room included
+        self._kv = KvBudget(deployment.context_length)
+        self._template_base = _TEMPLATE_TOKENS_BASE
+        self._template_per_message = _TEMPLATE_TOKENS_PER_MESSAGE
         self._http: Pool | None = None  # to the embedded listener, only to count prompt tokens
         self.fingerprint = ""
 
@@ -143,7 +158,31 @@ class LlamaCppEngine:
         self._server = self._construct(xllamacpp.Server, params)
         ident = f"{self.path.name}:{self.path.stat().st_size}:{xllamacpp.__version__}"
         self.fingerprint = "fp_" + hashlib.sha256(ident.encode()).hexdigest()[:10]
+        self._measure_template()
         self._log(f"quasar: loaded {self.path.name} in {time.perf_counter() - started:.2f}s")
+
+    def _measure_template(self) -> None:
+        """What the chat template adds, in tokens: to any prompt, and per message (for `prompt_bound`)."""
+        try:
+            one = self._count_blocking([{"role": "user", "content": ""}])
+            three = self._count_blocking(
+                [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}, {"role": "user", "content": ""}]
+            )
+        except Exception as exc:  # the floor still bounds most templates; say so rather than fail the load
+            self._log(f"quasar: could not measure the chat template ({exc}); using the default prompt bound")
+            return
+        per_message = -(-(three - one) // 2) + 1
+        self._template_per_message = max(_TEMPLATE_TOKENS_PER_MESSAGE, per_message)
+        self._template_base = max(_TEMPLATE_TOKENS_BASE, one + 1)
+
+    def _count_blocking(self, messages: list[dict[str, Any]]) -> int:
+        req = urllib.request.Request(
+            self._server.listening_address + "/v1/chat/completions/input_tokens",
+            data=orjson.dumps({"messages": messages}),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 -- our own loopback listener
+            return int(orjson.loads(resp.read())["input_tokens"])
 
     def _construct(self, server: Callable[[Any], Any], params: Any) -> Any:
         """llama.cpp's server, built on a thread of its own whose priority its threads inherit (sched.py)."""
@@ -200,7 +239,8 @@ class LlamaCppEngine:
         if request.presence_penalty is not None:
             body["presence_penalty"] = request.presence_penalty
         limit = request.output_limit
-        body["max_tokens"] = limit if limit is not None else -1
+        # set to the real limit by `fit` (max_output_tokens when the request gives none)
+        body["max_tokens"] = limit if limit is not None else self.deployment.max_output_tokens
         if request.n != 1:
             body["n"] = request.n
         stops = request.stop_list()
@@ -221,30 +261,46 @@ class LlamaCppEngine:
         body["stream_options"] = {"include_usage": True}
         return body
 
-    async def check_context(self, request: ChatRequest, body: dict[str, Any]) -> None:
-        """400 with the numbers when prompt + max_tokens cannot fit; no token count when it surely fits."""
-        limit = request.output_limit
-        if limit is None:
-            limit = 1
-        if limit > self.context_length:
+    def prompt_bound(self, messages: list[dict[str, Any]]) -> int:
+        """An upper bound of a prompt's tokens without tokenizing: its bytes plus the template's overhead."""
+        return self._template_base + sum(len(m["content"].encode()) + self._template_per_message for m in messages)
+
+    async def fit(self, request: ChatRequest, body: dict[str, Any]) -> tuple[int, int, bool]:
+        """(prompt tokens, output limit, whether the prompt was counted exactly) of a request that can fit
+        the context; 400 with the numbers when it cannot. The prompt is the cheap upper bound, counted
+        exactly only when the bound does not fit. Sets body["max_tokens"] to the output limit.
+
+        A request without max_tokens gets `max_output_tokens`, bounded by what the prompt leaves; an
+        explicit max_tokens is honoured as asked, up to the context (as vLLM does; llama.cpp's -n caps it)."""
+        n, context, asked = request.n, self.context_length, request.output_limit
+        if asked is not None and asked > context:
             raise ContextLengthExceeded(
-                f"max_tokens is {limit}, but this model's context length is {self.context_length} tokens",
+                f"max_tokens is {asked}, but this model's context length is {context} tokens",
                 param="max_tokens" if request.max_completion_tokens is None else "max_completion_tokens",
             )
-        upper = _TEMPLATE_TOKENS_BASE + sum(
-            len(m["content"].encode()) + _TEMPLATE_TOKENS_PER_MESSAGE for m in body["messages"]
-        )
-        if upper + limit <= self.context_length:
-            return
-        prompt_tokens = await self.count_prompt_tokens(body["messages"])
-        if prompt_tokens + limit > self.context_length:
-            asked = "" if request.output_limit is None else f" + {limit} max_tokens"
+        output = asked if asked is not None else self.deployment.max_output_tokens
+        prompt, exact = self.prompt_bound(body["messages"]), False
+        if prompt + output * n > context:
+            prompt, exact = await self.count_prompt_tokens(body["messages"]), True
+        if asked is None:
+            output = min(output, (context - prompt) // n)
+            if output < 1:
+                raise ContextLengthExceeded(
+                    f"This model's maximum context length is {context} tokens. Your request has {prompt} prompt "
+                    f"tokens, which leave no room for {'the' if n == 1 else f'{n} choices of'} output. "
+                    "Shorten the messages.",
+                    param="messages",
+                )
+        elif prompt + output * n > context:
+            times = "" if n == 1 else f"{n} × "
             raise ContextLengthExceeded(
-                f"This model's maximum context length is {self.context_length} tokens. Your request has "
-                f"{prompt_tokens} prompt tokens{asked} = {prompt_tokens + limit}. Shorten the messages "
-                f"or lower max_tokens.",
+                f"This model's maximum context length is {context} tokens. Your request has {prompt} prompt "
+                f"tokens + {times}{output} max_tokens = {prompt + output * n}. Shorten the messages or lower "
+                f"max_tokens{'' if n == 1 else ' or n'}.",
                 param="messages",
             )
+        body["max_tokens"] = output
+        return prompt, output, exact
 
     async def count_prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
         if self._http is None:
@@ -260,26 +316,49 @@ class LlamaCppEngine:
             raise EngineError("llama.cpp could not count the prompt's tokens")
         return int(data["input_tokens"])
 
-    async def _admitted(self, request: ChatRequest) -> dict[str, Any]:
-        """The llama.cpp body (always streamed) of a request that fits the context and has a place."""
-        body = self.payload(request)
-        await self.check_context(request, body)
-        self._admit(request)
-        return body
+    async def _admitted(self, request: ChatRequest) -> tuple[dict[str, Any], int]:
+        """The llama.cpp body (always streamed) of a request that fits the context and now has room in the
+        KV cache, and the tokens it reserved there; it counts in `in_flight` from here on.
 
-    def _admit(self, request: ChatRequest) -> None:
+        400 when it can never fit; 503 when the queue is full or room did not come within queue_timeout."""
         if self._server is None:
             raise NotReady("the model is still loading", headers={"Retry-After": "1"})
+        body = self.payload(request)
+        prompt, output, exact = await self.fit(request, body)
+        need = prompt + output * request.n  # the n choices share the prompt's cells
+        if not exact and not self._kv.fits_now(need):
+            # about to wait: reserve the real count, not the bound (which is up to a few times larger)
+            need = await self.count_prompt_tokens(body["messages"]) + output * request.n
+        need = min(need, self.context_length)  # were the bound ever below the count, llama.cpp has the last word
         if self._in_flight + request.n > self.capacity:
             raise QueueFull(
                 f"all {self.parallel} slots are busy and the wait queue ({self.capacity - self.parallel}) "
                 "is full; retry shortly",
                 headers={"Retry-After": "1"},
             )
+        self._in_flight += request.n
+        try:
+            await self._kv.reserve(need, self.deployment.queue_timeout)
+        except TimeoutError:
+            self._in_flight -= request.n
+            raise QueueFull(
+                f"this request needs {need} tokens of the KV cache ({self.context_length} tokens, shared by "
+                f"the running requests) and no room came within {self.deployment.queue_timeout:g}s; retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
+        except BaseException:
+            self._in_flight -= request.n
+            raise
+        return body, need
+
+    def _release_later(self, loop: asyncio.AbstractEventLoop, need: int) -> None:
+        """From a worker thread, once llama.cpp is done with the request: give its KV tokens back."""
+        with contextlib.suppress(RuntimeError):  # a closed loop: nothing is waiting any more
+            loop.call_soon_threadsafe(self._kv.release, need)
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         """A non-streamed reply, generated as a stream so that cancelling the caller frees the slot."""
-        body = await self._admitted(request)
+        body, need = await self._admitted(request)
         reply = Assembler()
         cancelled = threading.Event()
 
@@ -300,8 +379,9 @@ class LlamaCppEngine:
                 loop.call_soon_threadsafe(_settle, finished, EngineError(f"llama.cpp failed: {exc}"))
             else:
                 loop.call_soon_threadsafe(_settle, finished, None)
+            finally:
+                self._release_later(loop, need)  # llama.cpp has let go of the slot and its cells
 
-        self._in_flight += request.n
         try:
             self._handover.start(run)
             await finished
@@ -316,7 +396,7 @@ class LlamaCppEngine:
         return result
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-        body = await self._admitted(request)
+        body, need = await self._admitted(request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()
@@ -336,8 +416,8 @@ class LlamaCppEngine:
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, done)
+                self._release_later(loop, need)  # llama.cpp has let go of the slot and its cells
 
-        self._in_flight += request.n
         self._handover.start(run)
         usages: list[dict[str, Any]] = []  # with n > 1, one usage chunk per choice: sent as one at the end
         last_usage: dict[str, Any] = {}
