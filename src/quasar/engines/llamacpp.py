@@ -376,9 +376,9 @@ class LlamaCppEngine:
                 if not cancelled.is_set():  # a caller that left while its request waited for a thread
                     self._server.handle_chat_completions(body, on_chunk)
             except Exception as exc:  # as from stream(): an engine error, not an unexplained 500
-                loop.call_soon_threadsafe(_settle, finished, EngineError(f"llama.cpp failed: {exc}"))
+                loop.call_soon_threadsafe(_resolve, finished, EngineError(f"llama.cpp failed: {exc}"))
             else:
-                loop.call_soon_threadsafe(_settle, finished, None)
+                loop.call_soon_threadsafe(_resolve, finished, None)
             finally:
                 self._release_later(loop, need)  # llama.cpp has let go of the slot and its cells
 
@@ -455,7 +455,7 @@ def _preread(path: Path, chunk: int = 8 << 20) -> None:
             pass
 
 
-def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
+def _resolve(future: asyncio.Future[None], error: Exception | None) -> None:
     if future.done():  # the caller was cancelled meanwhile
         return
     if error is None:

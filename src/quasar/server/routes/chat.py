@@ -36,7 +36,7 @@ async def chat(request: Request, started: float) -> Response:
         disconnects.add(request)  # only once the body is read: the watcher reads from the connection
         return body
 
-    schema = CHAT_ENDPOINTS[request.url.path][0]
+    schema = CHAT_ENDPOINTS[request.scope["path"]][0]
     call = Call(request.state.request_id, request.headers.get("authorization"), read_body, schema, started)
     try:
         reply = await service.chat(call)
