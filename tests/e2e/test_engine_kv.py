@@ -106,7 +106,7 @@ def test_no_room_within_queue_timeout_is_503_and_a_closed_stream_gives_its_room_
         assert refused.json()["error"]["code"] == "queue_full"
         assert "KV cache" in refused.json()["error"]["message"]
         assert int(refused.headers["retry-after"]) >= 1
-        assert 1 <= time.monotonic() - began < 30  # it waited for its queue_timeout, then gave up
+        assert 1 <= time.monotonic() - began < 2.5  # it waited its queue_timeout once (no retry round)
     # the client went away: its reservation is released with its slot
     served = wait_for_room(limits)
     assert served.status_code == 200, served.text

@@ -260,6 +260,8 @@ class Router:
 
     async def _rounds(self, candidates: list[Candidate], trace: Trace, run: _Run) -> AsyncIterator[Candidate]:
         for round_no in range(self.config.retries + 1):
+            if round_no and run.queue_full:
+                return  # a local queue already made this request wait its queue_timeout: no second wait
             if round_no:
                 delay = self._backoff(round_no, run.retry_after)
                 if delay is None:
@@ -321,9 +323,11 @@ class _Run:
     last: QuasarError | None = None
     retry_after: float = 0.0  # the largest Retry-After any attempt was given, in seconds
     all_rate_limited: bool = True
+    queue_full: bool = False
 
     def failed(self, exc: QuasarError) -> None:
         self.last = exc
+        self.queue_full = self.queue_full or isinstance(exc, QueueFull)
         after = exc.retry_after if isinstance(exc, UpstreamError) else _header_seconds(exc.headers)
         self.retry_after = max(self.retry_after, after or 0.0)
         if not (isinstance(exc, UpstreamError) and exc.upstream_status == 429):
