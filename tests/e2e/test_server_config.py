@@ -182,6 +182,7 @@ def test_any_gguf_under_any_name(tmp_path: Path) -> None:
         r = httpx.post(
             srv.v1 + "/chat/completions",
             json={"model": "house-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+            timeout=60,
         )
         assert r.status_code == 200 and r.json()["model"] == "house-model"
 
