@@ -40,13 +40,18 @@ from quasar.store.writer import LogWriter
 
 @dataclass
 class Call:
-    """One chat request as it arrived: who says they are calling, and its body, read on demand."""
+    """One request as it arrived: who says they are calling, and its body, read on demand.
+
+    A chat endpoint's body is parsed with `schema`; another API's (completions, messages, responses)
+    with `translate`, which turns it into the chat request the rest of the pipeline runs.
+    """
 
     request_id: str
     authorization: str | None
     read_body: Callable[[], Awaitable[bytes]]
     schema: type[ChatRequest] = ChatRequest
     started: float = field(default_factory=time.perf_counter)
+    translate: Callable[[bytes], ChatRequest] | None = None
 
 
 @dataclass
@@ -92,7 +97,7 @@ class ChatService:
         try:
             principal = await self.keys.authenticate(call.authorization)
             record.key_id = principal.key_id
-            request, options = self.parse(await call.read_body(), call.schema)
+            request, options = self.parse(await call.read_body(), call)
             record.take_request(request, options, self.settings.store.log_content, self.secrets)
             trace = Trace(options=options, started=call.started)
             plan = await self.router.plan(request, principal, trace)
@@ -109,9 +114,9 @@ class ChatService:
         self._end(record, admission, trace)
         return Reply({**trace.headers(), **admission.headers, **cache_headers}, body=body)
 
-    def parse(self, raw: bytes, schema: type[ChatRequest]) -> tuple[ChatRequest, GatewayOptions]:
+    def parse(self, raw: bytes, call: Call) -> tuple[ChatRequest, GatewayOptions]:
         """The validated request and its seed-003 fields; every check on the body alone is made here."""
-        request = parse_body(raw, schema)
+        request = call.translate(raw) if call.translate is not None else parse_body(raw, call.schema)
         max_n = self.settings.server.max_n
         if request.n > max_n:
             raise InvalidRequest(f"Invalid value for 'n': at most {max_n} choices per request.", param="n")
