@@ -2,9 +2,11 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install serve test lint bench clean
+.PHONY: install test-install serve test lint bench clean
 
+# What serving needs, and nothing more.
 install: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
@@ -20,11 +22,18 @@ $(STAMP): requirements.lock pyproject.toml
 serve: install
 	$(BIN)/quasar serve
 
-test: install
+# What the tests need on top: their Python packages.
+test-install: $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP) requirements-test.lock
+	$(BIN)/pip install --quiet -r requirements.lock -r requirements-test.lock
+	touch $(TEST_STAMP)
+
+test: test-install
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-lint: install
+lint: test-install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

@@ -68,8 +68,9 @@ class RequestRecord:
         self.keep_content = log_content and not options.disable_log
         if self.keep_content:
             self.messages = request.messages  # serialized by row(), in the log writer
-        extra = request.model_extra or {}
-        self.secrets = [*secrets, *_strings([extra.get(name) for name in SECRET_FIELDS])]
+        extra = request.model_extra
+        given = [extra[name] for name in SECRET_FIELDS if name in extra] if extra else None
+        self.secrets = [*secrets, *_strings(given)] if given else secrets
 
     def take_trace(self, trace: Trace) -> None:
         """Where the router sent the request, every attempt, and the cost it settled."""
