@@ -88,6 +88,7 @@ class FakeProvider:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/v1/completions", self._legacy)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.keepalive_timeout)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls).start()
@@ -217,4 +218,22 @@ class FakeProvider:
             await send({**chunk({}), "choices": [], "usage": self._usage()})
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
+        return resp
+
+    async def _legacy(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/completions: the text of a normal answer, in the legacy shape (stream or body)."""
+        body = await request.json()
+        self.requests.append({"body": body, "headers": dict(request.headers), "at": time.monotonic(), "legacy": True})
+        head = {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()), "model": body.get("model")}
+        if not body.get("stream"):
+            choice = {"index": 0, "text": "".join(self._text()), "finish_reason": "stop", "logprobs": None}
+            return web.json_response({**head, "choices": [choice], "usage": self._usage()})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        pieces = [(text, None) for text in self._text()] + [("", "stop")]
+        for text, finish in pieces:
+            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+            await resp.write(b"data: " + orjson.dumps({**head, "choices": [choice]}) + b"\n\n")
+        await resp.write(b"data: " + orjson.dumps({**head, "choices": [], "usage": self._usage()}) + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
         return resp

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 
 class _Wire(BaseModel):
@@ -104,6 +104,9 @@ _TOKEN_ID = re.compile(r"[0-9]{1,10}")  # ASCII digits only: str.isdigit() also 
 
 
 class ChatRequest(_Wire):
+    # The legacy /v1/completions body this request runs, when it came as one (api/completions.py): the
+    # engines send its raw prompt instead of the messages, which then only stand in for its size.
+    _completion: dict[str, Any] | None = PrivateAttr(default=None)
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
     max_tokens: OutputTokens | None = None
@@ -169,6 +172,10 @@ class ChatRequest(_Wire):
         return self
 
     @property
+    def completion(self) -> dict[str, Any] | None:
+        return self._completion
+
+    @property
     def output_limit(self) -> int | None:
         """max_completion_tokens wins over the older max_tokens, as in OpenAI's API."""
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -185,6 +192,7 @@ class ChatRequest(_Wire):
 
 # Fields a model_validator raises on, mapped to the param the client should fix.
 CROSS_FIELD_PARAMS = {
+    "best_of other than n": "best_of",  # api/completions.py
     "top_logprobs requires": "top_logprobs",
     "stream_options is only": "stream_options",
     "response_format.type": "response_format.json_schema",

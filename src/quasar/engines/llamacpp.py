@@ -40,7 +40,7 @@ import orjson
 
 from quasar.api.chat import ChatRequest
 from quasar.config import BUILTIN_MODEL, Deployment
-from quasar.engines import sched
+from quasar.engines import completion, sched
 from quasar.engines.assemble import Assembler, merge_usage
 from quasar.engines.handover import Handover
 from quasar.engines.http import Pool
@@ -324,6 +324,8 @@ class LlamaCppEngine:
         if self._server is None:
             raise NotReady("the model is still loading", headers={"Retry-After": "1"})
         body = self.payload(request)
+        if request.completion is not None:
+            body = completion.local_body(body, request)
         prompt, output, exact = await self.fit(request, body)
         need = prompt + output * request.n  # the n choices share the prompt's cells
         if not exact and not self._kv.fits_now(need):
@@ -351,6 +353,25 @@ class LlamaCppEngine:
             raise
         return body, need
 
+    def _generate(self, body: dict[str, Any], on_chunk: Callable[[dict[str, Any]], bool]) -> None:
+        """Run one request in llama.cpp (blocking, on a worker thread): a chat, or a raw-prompt completion
+        whose text chunks reach `on_chunk` chat-shaped, the usage they carry as a chunk of its own."""
+        if "prompt" not in body:
+            self._server.handle_chat_completions(body, on_chunk)
+            return
+
+        def text_chunk(chunk: dict[str, Any] | None) -> bool:
+            if chunk is None:  # llama.cpp opens a stream of several prompts with a null
+                return False
+            usage = chunk.pop("usage", None) if chunk.get("choices") else None
+            stop = on_chunk(completion.as_chat_chunk(chunk))
+            if usage is not None:
+                usage_chunk = {**{k: v for k, v in chunk.items() if k != "choices"}, "choices": [], "usage": usage}
+                stop = on_chunk(usage_chunk) or stop
+            return stop
+
+        self._server.handle_completions(body, text_chunk)
+
     def _release_later(self, loop: asyncio.AbstractEventLoop, need: int) -> None:
         """From a worker thread, once llama.cpp is done with the request: give its KV tokens back."""
         with contextlib.suppress(RuntimeError):  # a closed loop: nothing is waiting any more
@@ -374,7 +395,7 @@ class LlamaCppEngine:
         def run() -> None:
             try:
                 if not cancelled.is_set():  # a caller that left while its request waited for a thread
-                    self._server.handle_chat_completions(body, on_chunk)
+                    self._generate(body, on_chunk)
             except Exception as exc:  # as from stream(): an engine error, not an unexplained 500
                 loop.call_soon_threadsafe(_resolve, finished, EngineError(f"llama.cpp failed: {exc}"))
             else:
@@ -411,7 +432,7 @@ class LlamaCppEngine:
         def run() -> None:
             try:
                 if not cancelled.is_set():  # a client that left while its request waited for a thread
-                    self._server.handle_chat_completions(body, on_chunk)
+                    self._generate(body, on_chunk)
             except Exception as exc:  # surfaced to the consumer, never swallowed
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:

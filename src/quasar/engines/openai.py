@@ -21,6 +21,7 @@ import orjson
 from quasar.api.chat import ChatRequest
 from quasar.api.gateway import GATEWAY_FIELDS
 from quasar.config import Deployment
+from quasar.engines import completion
 from quasar.engines.http import ConnectError, ConnectTimeout, HTTPError, Pool, Response
 from quasar.errors import ConfigError, InvalidRequest, UpstreamError, UpstreamRejected, UpstreamTimeout
 from quasar.gateway.providers import auth_headers, resolve_base_url
@@ -94,6 +95,9 @@ class OpenAIEngine:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = {"Content-Type": "application/json", **auth_headers(self.deployment.provider, api_key)}
         self._prefix = self._pool.prefix(target, headers)
+        query = f"?{parts.query}" if parts.query else ""
+        legacy = parts.path.removesuffix("/chat/completions") + "/completions" + query
+        self._completions_prefix = self._pool.prefix(legacy, headers)  # legacy completions (engines/completion.py)
 
     def with_credentials(self, api_key: str | None, base_url: str | None) -> OpenAIEngine:
         """A view of this engine that uses a customer's key (and base URL) for one request."""
@@ -104,7 +108,11 @@ class OpenAIEngine:
     # -- requests ------------------------------------------------------------------------------
 
     def payload(self, request: ChatRequest, *, stream: bool) -> bytes:
-        """The validated request as the client set it, Quasar's fields dropped, `model` the upstream's."""
+        """The validated request as the client set it, Quasar's fields dropped, `model` the upstream's
+        (for a legacy completions request, its own body)."""
+        if request.completion is not None:
+            legacy = completion.upstream_body(request, self.deployment.model or request.model, stream=stream)
+            return orjson.dumps(legacy)
         body = request.model_dump(exclude_unset=True, by_alias=True, exclude=_NOT_FORWARDED)
         body["model"] = self.deployment.model or request.model
         body["stream"] = stream
@@ -127,7 +135,7 @@ class OpenAIEngine:
         self._upstream.in_flight += 1
         try:
             async with asyncio.timeout(limit):
-                resp = await self._pool.post(self._prefix, data)
+                resp = await self._pool.post(self._target_of(request), data)
                 try:
                     raw = await resp.read()
                 finally:
@@ -148,7 +156,10 @@ class OpenAIEngine:
             raise UpstreamError(f"{self.provider}: the response is not JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
             raise UpstreamError(f"{self.provider}: the response is not a chat completion")
-        return body
+        return body if request.completion is None else completion.as_chat_body(body)
+
+    def _target_of(self, request: ChatRequest) -> bytes:
+        return self._prefix if request.completion is None else self._completions_prefix
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         data = self.payload(request, stream=True)
@@ -159,7 +170,7 @@ class OpenAIEngine:
         try:
             try:
                 async with asyncio.timeout(d.first_byte_timeout):
-                    resp = await self._pool.post(self._prefix, data)
+                    resp = await self._pool.post(self._target_of(request), data)
                     if resp.status >= 400:
                         raise self._rejected(resp.status, await resp.read(_MAX_ERROR_BODY), resp.headers)
             except ConnectTimeout:
@@ -196,6 +207,8 @@ class OpenAIEngine:
                         done = True
                         break
                     chunk = self._event(payload)
+                    if request.completion is not None:
+                        chunk = completion.as_chat_chunk(chunk)
                     finish_seen = finish_seen or _finished(chunk)
                     wait = d.chunk_timeout
                     yield chunk

@@ -18,6 +18,7 @@ from quasar.server import errors, state
 from quasar.server.disconnect import Disconnects
 from quasar.server.fastpath import ChatFastPath
 from quasar.server.middleware import BodyLimit, RequestId
+from quasar.server.routes import completions
 from quasar.server.routes.admin import router as admin_router
 from quasar.server.routes.chat import CHAT_ENDPOINTS
 from quasar.server.routes.models import router as models_router
@@ -96,6 +97,7 @@ def create_app(
     state.install(app, settings, models)
     app.fast_path = ChatFastPath(settings.server.max_body_bytes)
     app.include_router(models_router)
+    app.include_router(completions.router)
     app.include_router(admin_router)
     app.include_router(usage_router)
     errors.install(app)
@@ -114,11 +116,12 @@ def _install_openapi(app: FastAPI) -> None:
             return app.openapi_schema
         schema = default()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in dict.fromkeys(schema for schema, _ in CHAT_ENDPOINTS.values()):
+        documented = {**CHAT_ENDPOINTS, **completions.DOCUMENTED}
+        for model in dict.fromkeys(schema for schema, _ in documented.values()):
             defs = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(defs.pop("$defs", {}))
             components[model.__name__] = defs
-        for path, (model, summary) in CHAT_ENDPOINTS.items():
+        for path, (model, summary) in documented.items():
             ref = {"$ref": f"#/components/schemas/{model.__name__}"}
             schema["paths"][path] = {
                 "post": {
