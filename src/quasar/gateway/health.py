@@ -1,12 +1,15 @@
 """What the router remembers about each deployment: cooldowns, consecutive failures, latency.
 
-Kept in this replica's memory as an optimisation only: losing it (a restart, another replica) costs at
-most a few requests to a deployment that is still failing, never a wrong answer.
+Kept in this replica's memory, read on every request without a round trip. With Redis, a cooldown one
+replica starts is published (gateway/health_events.py) and every other replica applies it too, so one
+replica's 429 from an upstream rests that deployment for all. Losing any of it (a restart, Redis away)
+costs at most a few requests to a deployment that is still failing, never a wrong answer.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from quasar.errors import QuasarError, UpstreamError, UpstreamTimeout
 
@@ -20,6 +23,7 @@ class Health:
         self._until: dict[str, float] = {}
         self._fails: dict[str, int] = {}
         self._latency: dict[str, float] = {}
+        self.on_cool: Callable[[str, float], None] | None = None  # told of each cooldown this replica starts
 
     def cooling(self, name: str) -> float:
         """Seconds of cooldown left; 0 when the deployment may be used."""
@@ -55,4 +59,10 @@ class Health:
 
     def _cool(self, name: str, seconds: float) -> None:
         if seconds > 0:
-            self._until[name] = max(self._until.get(name, 0.0), time.monotonic() + seconds)
+            self.cool(name, seconds)
+            if self.on_cool is not None:
+                self.on_cool(name, seconds)
+
+    def cool(self, name: str, seconds: float) -> None:
+        """Rest `name` for `seconds` from now (longer if it already rests longer)."""
+        self._until[name] = max(self._until.get(name, 0.0), time.monotonic() + seconds)

@@ -14,6 +14,7 @@ from quasar.auth.managed import KeyEvents, KeyRing, principal_of
 from quasar.auth.static import StaticKeys
 from quasar.catalog import ModelEntry
 from quasar.config import Settings
+from quasar.gateway.health_events import HealthEvents
 from quasar.service import ChatService
 from quasar.store import Store
 from quasar.store import keys as key_rows
@@ -40,6 +41,8 @@ def install(app: FastAPI, settings: Settings, models: dict[str, ModelEntry]) -> 
     app.state.key_events = KeyEvents(redis, settings.redis_namespace, keys) if redis else None
     app.state.meter = Meter(settings.limits, limits)
     app.state.service = ChatService(settings, models, keys=keys, meter=app.state.meter, cache=cache, log=store.writer)
+    health = app.state.service.router.health
+    app.state.health_events = HealthEvents(redis, settings.redis_namespace, health) if redis else None
 
 
 async def start(app: FastAPI) -> None:
@@ -51,6 +54,8 @@ async def start(app: FastAPI) -> None:
         raise
     if app.state.key_events is not None:
         await app.state.key_events.start()
+    if app.state.health_events is not None:
+        await app.state.health_events.start()
     try:
         await _seed_budgets(app.state.settings, app.state.store, app.state.meter.limits)
     except Exception as exc:
@@ -61,6 +66,8 @@ async def stop(app: FastAPI) -> None:
     await app.state.meter.close()
     if app.state.key_events is not None:
         await app.state.key_events.close()
+    if app.state.health_events is not None:
+        await app.state.health_events.close()
     await app.state.store.close()
     if app.state.redis is not None:
         await app.state.redis.aclose()

@@ -1,0 +1,49 @@
+"""Cooldowns shared through Redis: one replica's 429 from an upstream rests that deployment for all."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import httpx2 as httpx
+import pytest
+import yaml
+
+from tests.fake_provider import FakeProvider
+from tests.gateway_config import upstream
+from tests.server import Running, _wait_ready, quasar_server
+from tests.store_support import REDIS, redis_namespace, tmp_sqlite_url
+
+HI = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(scope="module")
+def replicas() -> Iterator[tuple[list[Running], FakeProvider, FakeProvider]]:
+    with FakeProvider("a") as a, FakeProvider("b") as b, redis_namespace() as namespace, contextlib.ExitStack() as stack:
+        config = {
+            "models": [{"name": "m", "deployments": [upstream(a, name="first"), upstream(b, name="second")]}],
+            "router": {"strategy": "priority", "cooldown_seconds": 30, "retries": 0},
+            "redis_namespace": namespace,
+        }
+        text = yaml.safe_dump(config)
+        running = []
+        for _ in range(2):
+            env = {"QUASAR_REDIS_URL": REDIS, "QUASAR_DATABASE_URL": tmp_sqlite_url()}
+            running.append(stack.enter_context(quasar_server(text, env=env, wait_ready=False)))
+        for replica in running:
+            _wait_ready(replica, 60)
+        yield running, a, b
+
+
+def test_a_429_on_one_replica_cools_the_deployment_on_every_replica(replicas) -> None:
+    (one, two), a, _ = replicas
+    a.script("429:30")
+    first = httpx.post(f"{one.v1}/chat/completions", json=HI, timeout=30)
+    assert first.status_code == 200 and first.headers["x-quasar-deployment"] == "second"
+    assert first.headers["x-quasar-attempts"] == "2"
+    served = len(a.requests)
+    other = httpx.post(f"{two.v1}/chat/completions", json={**HI, "request_breakdown": True}, timeout=30)
+    assert other.status_code == 200 and other.headers["x-quasar-deployment"] == "second"
+    assert other.headers["x-quasar-attempts"] == "1" and len(a.requests) == served  # `first` was not asked
+    dropped = other.json()["request_breakdown"]["routing"]["dropped"]
+    assert any(d["deployment"] == "first" and "cooling down" in d["reason"] for d in dropped)
