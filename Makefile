@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install test-install serve test lint bench clean
+.PHONY: install test-install test-packages serve test lint bench clean
 
 # What serving needs, and nothing more.
 install: $(STAMP)
@@ -29,7 +29,11 @@ $(TEST_STAMP): $(STAMP) requirements-test.lock
 	$(BIN)/pip install --quiet -r requirements.lock -r requirements-test.lock
 	touch $(TEST_STAMP)
 
-test: test-install
+# Debian's packages the end-to-end tests drive: nginx in front of replicas.
+test-packages:
+	test -x /usr/sbin/nginx || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light)
+
+test: test-install test-packages
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
