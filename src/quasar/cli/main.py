@@ -66,7 +66,10 @@ def serve(
 
     try:
         application = create_app(
-            settings, on_load_failure=on_load_failure, on_loaded=lambda: tune_loaded_process(settings)
+            settings,
+            on_load_failure=on_load_failure,
+            on_loaded=lambda: tune_loaded_process(settings),
+            config_path=config or os.environ.get("QUASAR_CONFIG") or None,
         )
     except ConfigError as exc:
         _fail(redact(str(exc), environment_secrets(config)))

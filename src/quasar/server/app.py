@@ -18,6 +18,7 @@ from quasar.server import errors, state
 from quasar.server.disconnect import Disconnects
 from quasar.server.fastpath import ChatFastPath
 from quasar.server.middleware import BodyLimit, RequestId
+from quasar.server.reload import Reloader, reload_on_hangup
 from quasar.server.routes import completions
 from quasar.server.routes.admin import router as admin_router
 from quasar.server.routes.chat import CHAT_ENDPOINTS
@@ -46,6 +47,7 @@ def create_app(
     *,
     on_load_failure: Callable[[str], None] | None = None,
     on_loaded: Callable[[], None] | None = None,
+    config_path: str | None = None,
 ) -> FastAPI:
     """The application; `on_loaded` is called on the loop's thread once every model has loaded (the
     serve command tunes the process then: cli/tuning.py)."""
@@ -73,11 +75,13 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.start(app)
         loading = asyncio.create_task(load_engines(app))
+        reload_on_hangup(app)
         try:
             yield
         finally:
             loading.cancel()
-            for entry in models.values():
+            await app.state.reloader.close()
+            for entry in app.state.service.models.values():
                 for _, engine in entry.deployments:
                     await engine.close()
             await state.stop(app)
@@ -95,6 +99,7 @@ def create_app(
     app.state.serving = asyncio.Event()
     app.state.disconnects = Disconnects()
     state.install(app, settings, models)
+    app.state.reloader = Reloader(app, config_path)
     app.fast_path = ChatFastPath(settings.server.max_body_bytes)
     app.include_router(models_router)
     app.include_router(completions.router)

@@ -106,3 +106,9 @@ async def revoke(key_id: str, request: Request) -> Response:
     row = await key_rows.revoke_key(_engine(request), key_id)
     await _changed(request, key_id)
     return JSON(public(row or {}))
+
+
+@router.post("/reload", summary="Reload the config file: models, deployments, prices, router settings, static keys")
+async def reload(request: Request) -> Response:
+    await _admin(request)
+    return JSON(await request.app.state.reloader.reload())
