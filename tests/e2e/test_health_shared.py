@@ -19,7 +19,12 @@ HI = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 @pytest.fixture(scope="module")
 def replicas() -> Iterator[tuple[list[Running], FakeProvider, FakeProvider]]:
-    with FakeProvider("a") as a, FakeProvider("b") as b, redis_namespace() as namespace, contextlib.ExitStack() as stack:
+    with (
+        FakeProvider("a") as a,
+        FakeProvider("b") as b,
+        redis_namespace() as namespace,
+        contextlib.ExitStack() as stack,
+    ):
         config = {
             "models": [{"name": "m", "deployments": [upstream(a, name="first"), upstream(b, name="second")]}],
             "router": {"strategy": "priority", "cooldown_seconds": 30, "retries": 0},

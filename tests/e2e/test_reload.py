@@ -30,72 +30,70 @@ def config(fake: FakeProvider, *, price: float, extra_model: bool, key: str) -> 
 
 
 def test_reload_under_load_loses_no_request() -> None:
-    with FakeProvider("r") as fake:
-        with quasar_server(
+    with (
+        FakeProvider("r") as fake,
+        quasar_server(
             config(fake, price=1.0, extra_model=False, key="k-one"), env={"QUASAR_MASTER_KEY": MASTER}
-        ) as srv:
-            path = Path(srv.log_path).parent / "quasar.yaml"
-            statuses: list[int] = []
-            stop = threading.Event()
+        ) as srv,
+    ):
+        path = Path(srv.log_path).parent / "quasar.yaml"
+        statuses: list[int] = []
+        stop = threading.Event()
 
-            def load() -> None:
-                with httpx.Client(timeout=30) as client:
-                    while not stop.is_set():
-                        body = {"model": "up", "messages": [{"role": "user", "content": "hi"}]}
-                        r = client.post(
-                            f"{srv.v1}/chat/completions", json=body, headers={"Authorization": "Bearer k-one"}
-                        )
-                        statuses.append(r.status_code)
+        def load() -> None:
+            with httpx.Client(timeout=30) as client:
+                while not stop.is_set():
+                    body = {"model": "up", "messages": [{"role": "user", "content": "hi"}]}
+                    r = client.post(f"{srv.v1}/chat/completions", json=body, headers={"Authorization": "Bearer k-one"})
+                    statuses.append(r.status_code)
 
-            threads = [threading.Thread(target=load) for _ in range(3)]
-            for t in threads:
-                t.start()
-            time.sleep(0.5)
-            before = httpx.post(
-                f"{srv.v1}/chat/completions",
-                json={"model": "up", "messages": [{"role": "user", "content": "hi"}]},
-                headers={"Authorization": "Bearer k-one"},
-            ).headers["x-quasar-cost"]
-            # 1) SIGHUP: a new model, a new price, a second static key
-            path.write_text(
-                config(fake, price=2.0, extra_model=True, key="k-one").replace("- k-one", "- k-one\n  - k-two")
-            )
-            srv.process.send_signal(signal.SIGHUP)
-            listed = wait_for(
-                lambda: (
-                    (m := httpx.get(f"{srv.v1}/models", headers={"Authorization": "Bearer k-two"})).status_code == 200
-                    and [d["id"] for d in m.json()["data"]]
-                ),
-                timeout=20,
-            )
-            assert "up2" in listed
-            after = httpx.post(
-                f"{srv.v1}/chat/completions",
-                json={"model": "up", "messages": [{"role": "user", "content": "hi"}]},
-                headers={"Authorization": "Bearer k-two"},
-            ).headers["x-quasar-cost"]
-            assert float(after) == 2 * float(before)
-            # 2) a config with errors is refused with its line; the running one keeps serving
-            path.write_text(
-                "models:\n  - name: spark\n    deployments:\n      - engine: llamacpp\n        parallel: zero\n"
-            )
-            refused = httpx.post(f"{srv.url}/admin/reload", headers=admin_headers(), timeout=30)
-            assert refused.status_code == 400 and "quasar.yaml:5" in refused.json()["error"]["message"]
-            # 3) the admin API reloads too; the other key is gone again
-            path.write_text(config(fake, price=2.0, extra_model=False, key="k-one"))
-            done = httpx.post(f"{srv.url}/admin/reload", headers=admin_headers(), timeout=30)
-            assert done.status_code == 200 and done.json()["models"] == ["spark", "up"] and done.json()["loaded"] == 0
-            assert httpx.get(f"{srv.v1}/models", headers={"Authorization": "Bearer k-two"}).status_code == 401
-            stop.set()
-            for t in threads:
-                t.join(30)
-            spark = httpx.post(
-                f"{srv.v1}/chat/completions",
-                json={"model": "spark", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
-                headers={"Authorization": "Bearer k-one"},
-                timeout=60,
-            )
-            assert spark.status_code == 200
-            assert statuses and set(statuses) == {200}, set(statuses)
-            assert srv.log().count("quasar: loading") == 1  # the unchanged local model was not loaded again
-            assert httpx.post(f"{srv.url}/admin/reload", headers={"Authorization": "Bearer k-one"}).status_code == 403
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        before = httpx.post(
+            f"{srv.v1}/chat/completions",
+            json={"model": "up", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": "Bearer k-one"},
+        ).headers["x-quasar-cost"]
+        # 1) SIGHUP: a new model, a new price, a second static key
+        path.write_text(config(fake, price=2.0, extra_model=True, key="k-one").replace("- k-one", "- k-one\n  - k-two"))
+        srv.process.send_signal(signal.SIGHUP)
+        listed = wait_for(
+            lambda: (
+                (m := httpx.get(f"{srv.v1}/models", headers={"Authorization": "Bearer k-two"})).status_code == 200
+                and [d["id"] for d in m.json()["data"]]
+            ),
+            timeout=20,
+        )
+        assert "up2" in listed
+        after = httpx.post(
+            f"{srv.v1}/chat/completions",
+            json={"model": "up", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": "Bearer k-two"},
+        ).headers["x-quasar-cost"]
+        assert float(after) == 2 * float(before)
+        # 2) a config with errors is refused with its line; the running one keeps serving
+        path.write_text(
+            "models:\n  - name: spark\n    deployments:\n      - engine: llamacpp\n        parallel: zero\n"
+        )
+        refused = httpx.post(f"{srv.url}/admin/reload", headers=admin_headers(), timeout=30)
+        assert refused.status_code == 400 and "quasar.yaml:5" in refused.json()["error"]["message"]
+        # 3) the admin API reloads too; the other key is gone again
+        path.write_text(config(fake, price=2.0, extra_model=False, key="k-one"))
+        done = httpx.post(f"{srv.url}/admin/reload", headers=admin_headers(), timeout=30)
+        assert done.status_code == 200 and done.json()["models"] == ["spark", "up"] and done.json()["loaded"] == 0
+        assert httpx.get(f"{srv.v1}/models", headers={"Authorization": "Bearer k-two"}).status_code == 401
+        stop.set()
+        for t in threads:
+            t.join(30)
+        spark = httpx.post(
+            f"{srv.v1}/chat/completions",
+            json={"model": "spark", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+            headers={"Authorization": "Bearer k-one"},
+            timeout=60,
+        )
+        assert spark.status_code == 200
+        assert statuses and set(statuses) == {200}, set(statuses)
+        assert srv.log().count("quasar: loading") == 1  # the unchanged local model was not loaded again
+        assert httpx.post(f"{srv.url}/admin/reload", headers={"Authorization": "Bearer k-one"}).status_code == 403
