@@ -50,6 +50,10 @@ class Deployment(_Strict):
     chunk_timeout: float = Field(30.0, gt=0)  # seconds allowed between two stream chunks
     timeout: float = Field(600.0, gt=0)  # seconds for a whole non-streaming response
     max_connections: int = Field(256, ge=1)  # pooled keep-alive connections to this upstream
+    # where the upstream's Prometheus metrics say how busy it is (least-busy strategy); for the `vllm`
+    # preset, its server's /metrics unless set; `false` turns it off
+    metrics_url: str | Literal[False] | None = None
+    metrics_interval: float = Field(2.0, gt=0, le=3600)  # seconds between two readings
     # both
     name: str | None = None  # how headers, traces and logs name this deployment
     context_length: int = Field(8192, ge=64)

@@ -29,6 +29,10 @@ class Engine(Protocol):
 
     async def close(self) -> None: ...
 
+    def busy(self) -> tuple[bool, float]:
+        """(saturated: a new request would wait, how busy: requests running and waiting), for least-busy."""
+        ...
+
     def with_credentials(self, api_key: str | None, base_url: str | None) -> Engine:
         """This engine as it runs one request with a customer's own key and base URL (seed 003's
         customer_credentials); an engine that needs no credentials returns itself."""

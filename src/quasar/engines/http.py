@@ -242,14 +242,15 @@ class Pool:
         self._open: set[_Connection] = set()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    def prefix(self, target: str, headers: dict[str, str]) -> bytes:
-        """The request line and fixed headers of POSTs to `target` (path and query) on this origin."""
-        lines = [f"POST {target} HTTP/1.1", f"Host: {self.host_header}"]
+    def prefix(self, target: str, headers: dict[str, str], method: str = "POST") -> bytes:
+        """The request line and fixed headers of requests to `target` (path and query) on this origin."""
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         return ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
     async def post(self, prefix: bytes, body: bytes) -> Response:
-        """POST `body` with a prefix() as its head; the response once its headers have arrived."""
+        """Send `body` with a prefix() as its head (a GET's body is empty); the response once its headers
+        have arrived."""
         conn = await self._acquire()
         try:
             return await conn.send(b"%sContent-Length: %d\r\n\r\n%s" % (prefix, len(body), body))

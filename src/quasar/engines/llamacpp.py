@@ -211,6 +211,9 @@ class LlamaCppEngine:
             await asyncio.to_thread(_drop, server)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def busy(self) -> tuple[bool, float]:
+        return self._in_flight >= self.parallel, float(self._in_flight)
+
     def with_credentials(self, api_key: str | None, base_url: str | None) -> LlamaCppEngine:
         return self  # runs in this process: there is no provider to send credentials to
 

@@ -23,6 +23,7 @@ from quasar.api.gateway import GATEWAY_FIELDS
 from quasar.config import Deployment
 from quasar.engines import completion
 from quasar.engines.http import ConnectError, ConnectTimeout, HTTPError, Pool, Response
+from quasar.engines.load import LoadReader
 from quasar.errors import ConfigError, InvalidRequest, UpstreamError, UpstreamRejected, UpstreamTimeout
 from quasar.gateway.providers import auth_headers, resolve_base_url
 
@@ -71,6 +72,9 @@ class OpenAIEngine:
         self.capabilities = ALL_CAPABILITIES if caps is None else frozenset(caps)
         self._upstream = _Upstream(deployment)
         self._target(resolve_base_url(deployment.provider, deployment.base_url), deployment.api_key or "")
+        url = metrics_url(deployment, self.base_url)
+        headers = auth_headers(deployment.provider, deployment.api_key)
+        self._load = LoadReader(url, deployment.metrics_interval, headers) if url else None
 
     @property
     def ready(self) -> bool:
@@ -85,6 +89,15 @@ class OpenAIEngine:
 
     async def close(self) -> None:
         await self._upstream.close()
+        if self._load is not None:
+            await self._load.close()
+
+    def busy(self) -> tuple[bool, float]:
+        """From the upstream's own metrics when it publishes them (vLLM), plus this replica's requests."""
+        reading = self._load.current() if self._load is not None else None
+        if reading is None:
+            return False, float(self._upstream.in_flight)
+        return reading.saturated, reading.running + reading.waiting + self._upstream.in_flight
 
     def _target(self, base_url: str, api_key: str) -> None:
         """Point this engine (or a view of it) at `base_url` with `api_key`: its pool and request head."""
@@ -308,3 +321,15 @@ def retry_after(headers: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def metrics_url(deployment: Deployment, base_url: str) -> str | None:
+    """Where to read the upstream's load: its `metrics_url`, or for vLLM its server's /metrics."""
+    if deployment.metrics_url is False:
+        return None
+    if deployment.metrics_url:
+        return deployment.metrics_url
+    if deployment.provider == "vllm":
+        parts = urlsplit(base_url)
+        return f"{parts.scheme}://{parts.netloc}/metrics"
+    return None

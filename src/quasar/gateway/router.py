@@ -126,6 +126,9 @@ class Router:
         ordered = self.order(usable(primary, options.exclude_providers), prompt, output)
         for model in fallbacks:
             ordered += self.order(usable([model], []), prompt, output)
+        if self.config.strategy == "least-busy":  # every candidate of a model saturated: spill over to the next
+            saturated = {c.name for c in ordered if c.engine.busy()[0]}
+            ordered = [c for c in ordered if c.name not in saturated] + [c for c in ordered if c.name in saturated]
         if not ordered and cooling:
             # Nothing else is left: a deployment cooling down is better than no answer.
             ordered = [cand for _, cand in sorted(cooling, key=lambda pair: pair[0])]
@@ -206,7 +209,9 @@ class Router:
             # Efraimidis-Spirakis: a weighted random permutation, so fallbacks within the model stay weighted.
             return sorted(cands, key=lambda c: random.random() ** (1.0 / c.deployment.weight), reverse=True)
         if strategy == "least-busy":
-            return sorted(cands, key=lambda c: c.engine.in_flight)
+            # unsaturated first (a vLLM with requests waiting or a full KV cache, a local model with every
+            # slot busy are saturated), each group by requests running and waiting
+            return sorted(cands, key=lambda c: c.engine.busy())
         if strategy == "latency":
             return sorted(cands, key=lambda c: self.health.latency(c.name))
         if strategy == "cost":
