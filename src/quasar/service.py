@@ -36,6 +36,7 @@ from quasar.gateway.trace import Trace
 from quasar.ids import completion_id
 from quasar.parse import parse_body
 from quasar.store.writer import LogWriter
+from quasar.tracing import Tracing
 
 
 @dataclass
@@ -74,6 +75,7 @@ class ChatService:
         meter: Meter,
         cache: ResponseCache,
         log: LogWriter,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.models = models
@@ -82,6 +84,7 @@ class ChatService:
         self.meter = meter
         self.cache = cache
         self.log = log
+        self.tracing = tracing
         self.secrets = [d.api_key for m in settings.models for d in m.deployments if d.api_key]
 
     def entry(self, name: str) -> ModelEntry:
@@ -215,6 +218,8 @@ class ChatService:
         record.finish(trace)
         self.meter.settle(admission, record)
         self.log.submit(record)
+        if self.tracing is not None:
+            self.tracing.export(record, trace)
 
 
 def _shape(body: dict[str, Any], cand: Candidate, trace: Trace) -> dict[str, Any]:

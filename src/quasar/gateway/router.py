@@ -296,7 +296,7 @@ class Router:
     def _succeeded(self, trace: Trace, cand: Candidate, started: float) -> None:
         latency = time.perf_counter() - started
         trace.upstream_time += latency
-        trace.attempts.append(Attempt(cand.name, cand.model, cand.provider, 200, latency))
+        trace.attempts.append(Attempt(cand.name, cand.model, cand.provider, 200, latency, started=started))
         trace.deployment, trace.model, trace.provider = cand.name, cand.model, cand.provider
         trace.price = cand.deployment.price
         self.health.succeeded(cand.name, latency)
@@ -314,7 +314,8 @@ class Router:
         latency = time.perf_counter() - started
         trace.upstream_time += latency
         status = exc.upstream_status if isinstance(exc, UpstreamError) and exc.upstream_status else exc.status
-        trace.attempts.append(Attempt(cand.name, cand.model, cand.provider, status, latency, exc.message))
+        attempt = Attempt(cand.name, cand.model, cand.provider, status, latency, exc.message, started)
+        trace.attempts.append(attempt)
         if not retryable(exc):
             raise exc
         self.health.failed(cand.name, exc)

@@ -24,6 +24,7 @@ class Attempt:
     status: int
     latency: float  # seconds
     error: str | None = None
+    started: float = 0.0  # perf_counter() when it began
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -60,7 +60,9 @@ class Reloader:
                 for engine in fresh:
                     await engine.close()
                 raise InvalidRequest(f"The config was not reloaded: {exc}") from None
-            service = ChatService(settings, models, keys=old.keys, meter=old.meter, cache=old.cache, log=old.log)
+            service = ChatService(
+                settings, models, keys=old.keys, meter=old.meter, cache=old.cache, log=old.log, tracing=old.tracing
+            )
             service.router.health = old.router.health  # cooldowns and latency, by deployment name
             old.keys.static = StaticKeys(settings.auth.api_keys, settings.auth.master_key)
             old.keys.invalidate()

@@ -19,6 +19,7 @@ from quasar.service import ChatService
 from quasar.store import Store
 from quasar.store import keys as key_rows
 from quasar.store.usage import spent_since
+from quasar.tracing import Tracing
 
 log = logging.getLogger("quasar")
 
@@ -40,7 +41,10 @@ def install(app: FastAPI, settings: Settings, models: dict[str, ModelEntry]) -> 
     app.state.keys = keys
     app.state.key_events = KeyEvents(redis, settings.redis_namespace, keys) if redis else None
     app.state.meter = Meter(settings.limits, limits)
-    app.state.service = ChatService(settings, models, keys=keys, meter=app.state.meter, cache=cache, log=store.writer)
+    app.state.tracing = Tracing.from_environment()
+    app.state.service = ChatService(
+        settings, models, keys=keys, meter=app.state.meter, cache=cache, log=store.writer, tracing=app.state.tracing
+    )
     health = app.state.service.router.health
     app.state.health_events = HealthEvents(redis, settings.redis_namespace, health) if redis else None
 
@@ -64,6 +68,8 @@ async def start(app: FastAPI) -> None:
 
 async def stop(app: FastAPI) -> None:
     await app.state.meter.close()
+    if app.state.tracing is not None:
+        app.state.tracing.close()
     if app.state.key_events is not None:
         await app.state.key_events.close()
     if app.state.health_events is not None:
