@@ -100,3 +100,9 @@ def test_an_upstream_gets_its_own_completions_body(legacy_gateway: tuple[Running
     streamed = sdk.completions.create(model="text-model", prompt="Say hi", stream=True)
     assert "".join(c.choices[0].text for c in streamed if c.choices) == "Hello from up"
     assert fake.requests[-1]["body"]["stream_options"] == {"include_usage": True}
+
+
+def test_a_field_only_the_chat_request_checks_is_a_400_too(server: Running) -> None:
+    body = {"model": "spark", "prompt": "hi", "stream_options": {"include_usage": True}}  # without stream
+    r = httpx.post(f"{server.v1}/completions", json=body, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream_options"

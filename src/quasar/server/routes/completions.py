@@ -11,10 +11,13 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 from starlette.responses import Response
 
 from quasar.api.chat import ChatRequest
 from quasar.api.completions import CompletionRequest, TextStream, as_chat, text_body
+from quasar.api.errors import describe
+from quasar.errors import InvalidRequest
 from quasar.ids import sortable_id
 from quasar.parse import parse_body
 from quasar.server import sse
@@ -40,7 +43,11 @@ async def completions(request: Request) -> Response:
     def translate(raw: bytes) -> ChatRequest:
         body = parse_body(raw, CompletionRequest)
         parsed.append(body)
-        return as_chat(body)
+        try:
+            return as_chat(body)
+        except ValidationError as exc:  # what only the chat request checks (stream_options without stream...)
+            message, param = describe(exc)
+            raise InvalidRequest(message, param=param) from None
 
     call = Call(request.state.request_id, request.headers.get("authorization"), read_body, started=started)
     call.translate = translate
