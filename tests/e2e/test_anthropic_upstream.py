@@ -244,3 +244,16 @@ def test_openapi_describes_both_operations(gateway: Running) -> None:
         assert name == f"Anthropic{schema}"
         assert "messages" in spec["components"]["schemas"][name]["required"]
     assert "max_tokens" in spec["components"]["schemas"]["AnthropicMessagesRequest"]["required"]
+
+
+def test_a_client_that_leaves_a_stream_cancels_the_upstream_request(gateway: Running, fake: FakeProvider) -> None:
+    fake.reset()
+    fake.script("stall:2")
+    body = {"model": "up", "max_tokens": 20, "messages": user("hi"), "stream": True}
+    headers = {"x-api-key": MASTER}
+    with httpx.stream("POST", f"{gateway.v1}/messages", json=body, headers=headers, timeout=30) as reply:
+        request_id = reply.headers["x-request-id"]
+        assert next(reply.iter_bytes()).startswith(b"event: message_start")
+    wait_for(lambda: fake.disconnects == 1, timeout=10)
+    rows = wait_for(lambda: [r for r in log_rows(gateway.env["QUASAR_DATABASE_URL"]) if r["request_id"] == request_id])
+    assert rows[0]["status"] == "cancelled"
