@@ -1,6 +1,7 @@
 """Anthropic's Messages API: `POST /v1/messages` and `POST /v1/messages/count_tokens`, in Anthropic's shapes.
 
-Each path is a plain ASGI endpoint behind the app's middleware (request id, body limit). A message is
+Each path is a plain ASGI app that server/fastpath.py sends its POSTs to, after the request id and the
+body limit (past FastAPI's stack, which cost about 60 us of CPU a request here). A message is
 answered by ChatService.chat with the body translated to a chat request (translate/anthropic.py) and
 the reply translated back: a message, or Anthropic's named events (`event: NAME` + `data: {...}`). The
 key comes from `x-api-key` or `Authorization: Bearer`; `anthropic-version` is accepted and not needed.
@@ -16,11 +17,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
-from fastapi import APIRouter
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from quasar.api.anthropic import CountTokensRequest, MessagesRequest
@@ -105,12 +104,8 @@ def authorization(headers: Headers) -> str | None:
     return f"Bearer {key}" if key else headers.get("authorization")
 
 
-router = APIRouter(
-    routes=[
-        Route("/v1/messages", _Endpoint(_message), methods=["POST"], include_in_schema=False),
-        Route("/v1/messages/count_tokens", _Endpoint(_count), methods=["POST"], include_in_schema=False),
-    ]
-)
+# path -> its ASGI app, which server/fastpath.py sends POSTs to
+MESSAGES_APPS = {"/v1/messages": _Endpoint(_message), "/v1/messages/count_tokens": _Endpoint(_count)}
 
 
 # -- the event stream -----------------------------------------------------------------------------
