@@ -179,6 +179,10 @@ def test_errors_in_anthropic_envelope(gateway: Running, client: anthropic.Anthro
         assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
         assert named in error["error"]["message"], error
 
+    wrong_method = httpx.get(f"{gateway.v1}/messages", headers={"x-api-key": MASTER})
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert wrong_method.json()["error"]["type"] == "invalid_request_error"
+
 
 def test_bearer_key_and_anthropic_version(gateway: Running) -> None:
     bearer = anthropic.Anthropic(base_url=gateway.url, auth_token=MASTER, max_retries=0)

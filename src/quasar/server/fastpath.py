@@ -6,7 +6,7 @@ the request/response wrappers) took about a seventh of a gateway request's CPU (
 own `__call__`, in front of all of them, asks OpenTelemetry on every request whether tracing is
 configured. QuasarApp sends every request for a path in routes/chat.py's CHAT_ENDPOINTS here: a POST
 gets the request id and body limit (the same middleware as the rest of the app) and the chat handler;
-any other method a 405. Errors leave in OpenAI's envelope through server/errors.py. A POST to one of
+any other method a 405. Errors leave in OpenAI's envelope through server/errors.py. A request for one of
 routes/messages.py's MESSAGES_APPS (Anthropic's API) goes to its app, which answers in Anthropic's shapes.
 """
 
@@ -39,7 +39,7 @@ class ChatFastPath:
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         messages = MESSAGES_APPS.get(scope["path"])
-        if messages is not None and scope["method"] == "POST":
+        if messages is not None:
             await messages(scope, receive, send)  # it answers its errors in Anthropic's envelope
             return
         started = time.perf_counter()

@@ -1,6 +1,6 @@
 """Anthropic's Messages API: `POST /v1/messages` and `POST /v1/messages/count_tokens`, in Anthropic's shapes.
 
-Each path is a plain ASGI app that server/fastpath.py sends its POSTs to, after the request id and the
+Each path is a plain ASGI app that server/fastpath.py sends its requests to, after the request id and the
 body limit (past FastAPI's stack, which cost about 60 us of CPU a request here). A message is
 answered by ChatService.chat with the body translated to a chat request (translate/anthropic.py) and
 the reply translated back: a message, or Anthropic's named events (`event: NAME` + `data: {...}`). The
@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from quasar.api.anthropic import CountTokensRequest, MessagesRequest
 from quasar.counting import count_tokens
-from quasar.errors import EngineError, QuasarError
+from quasar.errors import EngineError, MethodNotAllowed, QuasarError
 from quasar.server import sse
 from quasar.server.disconnect import Disconnects, client_gone
 from quasar.server.errors import anthropic_body, anthropic_response, anthropic_unexpected
@@ -62,6 +62,9 @@ async def _count(service: ChatService, call: Call) -> Response:
     return JSON({"input_tokens": await count_tokens(service, call)})
 
 
+_ALLOW = {"Allow": "POST"}
+
+
 class _Endpoint:
     """One POST path: its answer, or an error in Anthropic's envelope."""
 
@@ -81,6 +84,8 @@ class _Endpoint:
         call = Call(request.state.request_id, authorization(request.headers), read_body, started=started)
         try:
             try:
+                if scope["method"] != "POST":
+                    raise MethodNotAllowed(f"Method not allowed ({scope['method']} {scope['path']}).", headers=_ALLOW)
                 response = await self.answer(request.app.state.service, call)
             except QuasarError as exc:
                 response = anthropic_response(exc)
