@@ -66,7 +66,7 @@ _ALLOW = {"Allow": "POST"}
 
 
 class _Endpoint:
-    """One POST path: its answer, or an error in Anthropic's envelope."""
+    """One path: the answer to its POST, or an error in Anthropic's envelope."""
 
     def __init__(self, answer: Callable[[ChatService, Call], Awaitable[Response]]) -> None:
         self.answer = answer
@@ -109,7 +109,7 @@ def authorization(headers: Headers) -> str | None:
     return f"Bearer {key}" if key else headers.get("authorization")
 
 
-# path -> its ASGI app, which server/fastpath.py sends POSTs to
+# path -> its ASGI app, which server/fastpath.py sends every request for the path to
 MESSAGES_APPS = {"/v1/messages": _Endpoint(_message), "/v1/messages/count_tokens": _Endpoint(_count)}
 
 
