@@ -16,6 +16,8 @@ set as `default`:
   malformed               stream: a `data:` line that is not JSON, first
   split                   stream: every event sent in two pieces, 10 ms apart, lines ending in CRLF
   drop                    close the connection without any answer
+  tool-call               a call to the request's first tool, arguments {"city": "Paris"} (streamed in two
+                          pieces), finish_reason tool_calls
 """
 
 from __future__ import annotations
@@ -137,6 +139,8 @@ class FakeProvider:
             except ConnectionResetError:
                 self.disconnects += 1
                 raise
+        if kind == "tool-call":
+            return web.json_response(self._tool_completion(body))
         return web.json_response(self._completion(body, usage=kind != "no-usage"))
 
     def _error(self, status: int, message: str, retry_after: str) -> web.Response:
@@ -176,6 +180,16 @@ class FakeProvider:
             reply["usage"] = self._usage()
         return reply
 
+    def _tool_call(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["tools"][0]["function"]["name"]
+        return {"id": "call_fake", "type": "function", "function": {"name": name, "arguments": '{"city": "Paris"}'}}
+
+    def _tool_completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        reply = self._completion(body, usage=True)
+        reply["choices"][0]["message"] = {"role": "assistant", "content": None, "tool_calls": [self._tool_call(body)]}
+        reply["choices"][0]["finish_reason"] = "tool_calls"
+        return reply
+
     async def _stream(self, request: web.Request, body: dict[str, Any], kind: str, arg: str) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -204,6 +218,17 @@ class FakeProvider:
             await asyncio.sleep(0.01)
             await resp.write(event[9:])
 
+        if kind == "tool-call":
+            call = self._tool_call(body)
+            arguments = call["function"]["arguments"]
+            first = {**call, "index": 0, "function": {**call["function"], "arguments": arguments[:5]}}
+            await send(chunk({"role": "assistant", "content": None, "tool_calls": [first]}))
+            await send(chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[5:]}}]}))
+            await send(chunk({}, "tool_calls"))
+            await send({**chunk({}), "choices": [], "usage": self._usage()})
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
         words = self._text()
         await send(chunk({"role": "assistant", "content": words[0]}))
         if kind == "reset":

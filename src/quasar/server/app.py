@@ -22,6 +22,7 @@ from quasar.server.reload import Reloader, reload_on_hangup
 from quasar.server.routes import completions
 from quasar.server.routes.admin import router as admin_router
 from quasar.server.routes.chat import CHAT_ENDPOINTS
+from quasar.server.routes.messages import MESSAGES_ENDPOINTS
 from quasar.server.routes.models import router as models_router
 from quasar.server.routes.usage import router as usage_router
 
@@ -113,7 +114,7 @@ def create_app(
 
 
 def _install_openapi(app: FastAPI) -> None:
-    """Add the chat operations and their request schemas, which the chat handler parses itself."""
+    """Add the chat and Anthropic Messages operations and their request schemas, which their handlers parse."""
     default = app.openapi
 
     def openapi() -> dict:
@@ -135,6 +136,22 @@ def _install_openapi(app: FastAPI) -> None:
                     "responses": {
                         "200": {"description": "A chat.completion, or chat.completion.chunk events when streaming"},
                         "default": {"description": "An error in OpenAI's envelope"},
+                    },
+                }
+            }
+        for path, (model, summary, ok) in MESSAGES_ENDPOINTS.items():
+            # prefixed: Anthropic's names (Tool, Metadata, ...) must not replace another API's
+            defs = model.model_json_schema(ref_template="#/components/schemas/Anthropic{model}")
+            components.update({f"Anthropic{name}": d for name, d in defs.pop("$defs", {}).items()})
+            components[f"Anthropic{model.__name__}"] = defs
+            ref = {"$ref": f"#/components/schemas/Anthropic{model.__name__}"}
+            schema["paths"][path] = {
+                "post": {
+                    "summary": summary,
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": ref}}},
+                    "responses": {
+                        "200": {"description": ok},
+                        "default": {"description": "An error in Anthropic's envelope"},
                     },
                 }
             }

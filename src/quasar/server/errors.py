@@ -2,7 +2,7 @@
 
 The app's exception handlers and the chat fast path both answer through `error_response`; nothing else
 builds an error body. No traceback reaches a client: anything unexpected is logged and answered as a
-plain server error.
+plain server error. Anthropic's Messages paths answer in Anthropic's envelope instead (`anthropic_response`).
 """
 
 from __future__ import annotations
@@ -57,3 +57,34 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSON:
         return unexpected(request.method, request.url.path)
+
+
+# Anthropic's error types by HTTP status, for the Messages API's paths; any other 4xx is the request's
+# fault, any other 5xx the server's.
+_ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_body(exc: QuasarError) -> dict:
+    """Anthropic's envelope, `{"type": "error", "error": {"type", "message"}}`, with the same message."""
+    kind = _ANTHROPIC_TYPES.get(exc.status) or ("invalid_request_error" if exc.status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": exc.message}}
+
+
+def anthropic_response(exc: QuasarError) -> JSON:
+    return JSON(anthropic_body(exc), status_code=exc.status, headers=exc.headers)
+
+
+def anthropic_unexpected(method: str, path: str) -> JSON:
+    """A logged 500 in Anthropic's envelope; the client sees no detail of it."""
+    log.exception("unhandled error on %s %s", method, path)
+    return anthropic_response(EngineError("The server had an error while processing your request."))

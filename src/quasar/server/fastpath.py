@@ -6,7 +6,8 @@ the request/response wrappers) took about a seventh of a gateway request's CPU (
 own `__call__`, in front of all of them, asks OpenTelemetry on every request whether tracing is
 configured. QuasarApp sends every request for a path in routes/chat.py's CHAT_ENDPOINTS here: a POST
 gets the request id and body limit (the same middleware as the rest of the app) and the chat handler;
-any other method a 405. Errors leave in OpenAI's envelope through server/errors.py.
+any other method a 405. Errors leave in OpenAI's envelope through server/errors.py. A request for one of
+routes/messages.py's MESSAGES_APPS (Anthropic's API) goes to its app, which answers in Anthropic's shapes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from quasar.server.disconnect import client_gone
 from quasar.server.errors import error_response, not_allowed, unexpected
 from quasar.server.middleware import BodyLimit, RequestId
 from quasar.server.routes.chat import CHAT_ENDPOINTS, chat
+from quasar.server.routes.messages import MESSAGES_APPS
 
 
 class ChatFastPath:
@@ -30,12 +32,16 @@ class ChatFastPath:
 
     @staticmethod
     def handles(scope: Scope) -> bool:
-        return scope["type"] == "http" and scope["path"] in CHAT_ENDPOINTS
+        return scope["type"] == "http" and (scope["path"] in CHAT_ENDPOINTS or scope["path"] in MESSAGES_APPS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        messages = MESSAGES_APPS.get(scope["path"])
+        if messages is not None:
+            await messages(scope, receive, send)  # it answers its errors in Anthropic's envelope
+            return
         started = time.perf_counter()
         request = Request(scope, receive)
         try:
