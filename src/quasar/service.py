@@ -34,6 +34,7 @@ from quasar.gateway.breakdown import stream_chunk, summary
 from quasar.gateway.router import Candidate, Plan, Router
 from quasar.gateway.trace import Trace
 from quasar.ids import completion_id
+from quasar.observability.metrics import RequestMetrics
 from quasar.parse import parse_body
 from quasar.store.writer import LogWriter
 from quasar.tracing import Tracing
@@ -86,6 +87,7 @@ class ChatService:
         self.log = log
         self.tracing = tracing
         self.secrets = [d.api_key for m in settings.models for d in m.deployments if d.api_key]
+        self.metrics = RequestMetrics(models, endpoint="chat")
 
     def entry(self, name: str) -> ModelEntry:
         entry = self.models.get(name)
@@ -220,6 +222,7 @@ class ChatService:
         self.log.submit(record)
         if self.tracing is not None:
             self.tracing.export(record, trace)
+        self.metrics.observe(record)
 
 
 def _shape(body: dict[str, Any], cand: Candidate, trace: Trace) -> dict[str, Any]:

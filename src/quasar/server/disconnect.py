@@ -34,6 +34,10 @@ class Disconnects:
         self._watchers: dict[asyncio.Task, asyncio.Task] = {}
         self._timer: asyncio.TimerHandle | None = None
 
+    def __len__(self) -> int:
+        """Requests being answered (their body read, not yet ended): /metrics' requests in flight."""
+        return len(self._waiting) + len(self._watchers)
+
     def add(self, request: Request) -> None:
         """Watch `request`, answered by the current task, from WATCH_AFTER_S on until `discard`."""
         task = asyncio.current_task()

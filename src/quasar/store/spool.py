@@ -104,6 +104,14 @@ class Spool:
     def files(self) -> list[Path]:
         return sorted(self.directory.glob(PATTERN)) if self.directory.is_dir() else []
 
+    def size(self) -> int:
+        """Bytes of rows waiting in spool files (every process's), for /metrics."""
+        total = 0
+        for path in self.files():
+            with contextlib.suppress(FileNotFoundError):  # drained meanwhile
+                total += path.stat().st_size
+        return total
+
 
 def _lines(rows: list[dict[str, Any]]) -> bytes:
     out = []

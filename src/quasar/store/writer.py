@@ -61,6 +61,11 @@ class LogWriter:
         self._stopping = False
         self._spill_at = buffer_rows
 
+    @property
+    def backlog(self) -> int:
+        """Rows accepted and waiting in memory for their batch (spooled ones are in `spool.size()`)."""
+        return len(self._buffer)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="quasar-log-writer")
 
