@@ -34,6 +34,7 @@ from quasar.gateway.breakdown import stream_chunk, summary
 from quasar.gateway.router import Candidate, Plan, Router
 from quasar.gateway.trace import Trace
 from quasar.ids import completion_id
+from quasar.observability.logs import access
 from quasar.observability.metrics import RequestMetrics
 from quasar.parse import parse_body
 from quasar.store.writer import LogWriter
@@ -223,6 +224,7 @@ class ChatService:
         if self.tracing is not None:
             self.tracing.export(record, trace)
         self.metrics.observe(record)
+        access(record)
 
 
 def _shape(body: dict[str, Any], cand: Candidate, trace: Trace) -> dict[str, Any]:

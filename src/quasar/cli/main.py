@@ -5,15 +5,38 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
+from enum import StrEnum
 
 import typer
 import uvicorn
 
+from quasar import __version__
+from quasar.cli.chat import chat
 from quasar.cli.store import check_store, register
 from quasar.config import environment_secrets, load_settings, redact
 from quasar.errors import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quasar: one OpenAI-compatible chat API.")
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def _show_version(show: bool) -> None:
+    if show:
+        typer.echo(f"quasar {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print Quasar's version and exit."
+    ),
+) -> None:
+    """Quasar: one OpenAI-compatible chat API."""
 
 
 def _fail(message: str) -> None:
@@ -36,13 +59,18 @@ def serve(
     port: int = typer.Option(None, help="Port to bind (QUASAR_PORT; default 8000)."),
     config: str = typer.Option(None, "--config", "-c", help="YAML config file (QUASAR_CONFIG)."),
     insecure: bool = typer.Option(False, help="Allow a non-loopback bind with no API keys."),
-    log_level: str = typer.Option("warning", help="uvicorn log level."),
+    log_level: str = typer.Option("warning", help="Level of the log lines other than access lines."),
+    log_format: LogFormat = typer.Option(LogFormat.text, help="Log lines as text, or one JSON object a line."),
+    access_log: bool = typer.Option(True, help="One access line per request (request id, model, status, ...)."),
 ) -> None:
     """Serve the OpenAI-compatible API."""
     from quasar.cli.serving import QuasarServer
     from quasar.cli.tuning import tune_loaded_process
+    from quasar.observability.logs import STARTUP, configure
     from quasar.server import create_app
     from quasar.server.protocol import CorkedHttpToolsProtocol
+
+    configure(log_format.value, log_level, access=access_log)  # type: ignore[arg-type]
 
     host = host or os.environ.get("QUASAR_HOST") or "127.0.0.1"
     port = port or int(os.environ.get("QUASAR_PORT") or 8000)
@@ -74,11 +102,11 @@ def serve(
     except ConfigError as exc:
         _fail(redact(str(exc), environment_secrets(config)))
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-    typer.echo(f"quasar: serving {', '.join(settings.model_names())} at {base}/v1", err=True)
+    STARTUP.info("quasar: serving %s at %s/v1", ", ".join(settings.model_names()), base)
     if open_server:
-        typer.echo("quasar: no API keys configured: the server is open, no key required", err=True)
+        STARTUP.info("quasar: no API keys configured: the server is open, no key required")
     else:
-        typer.echo("quasar: API keys required (Authorization: Bearer ...)", err=True)
+        STARTUP.info("quasar: API keys required (Authorization: Bearer ...)")
     config_ = uvicorn.Config(
         application,
         host=host,
@@ -88,7 +116,8 @@ def serve(
             settings.server.header_timeout_seconds, settings.server.body_timeout_seconds
         ),
         log_level=log_level,
-        access_log=False,
+        log_config=None,  # logging is configured above: one format for every line
+        access_log=False,  # Quasar writes its own access line, with what the request did
         proxy_headers=False,  # Quasar reads no client address; skips a middleware on every request
         timeout_graceful_shutdown=settings.server.shutdown_grace_seconds,  # applied by QuasarServer.shutdown
     )
@@ -128,6 +157,7 @@ def models(config: str = typer.Option(None, "--config", "-c", help="YAML config 
         typer.echo(f"{m.name}\t{engines}")
 
 
+app.command()(chat)
 register(app)
 
 

@@ -9,6 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quasar.errors import PayloadTooLarge
 from quasar.ids import sortable_id
+from quasar.observability.logs import REQUEST_ID
 from quasar.server.lifecycle import TIMED_OUT
 
 
@@ -37,7 +38,11 @@ class RequestId:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", raw_id)]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        token = REQUEST_ID.set(request_id)  # for the log lines written while it is answered
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 class BodyLimit:

@@ -1,0 +1,67 @@
+"""`quasar --version` and `quasar chat` against a running server, driven through stdin."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from quasar import __version__
+from tests.fake_provider import FakeProvider
+from tests.gateway_config import gateway_config, upstream
+from tests.server import Running, quasar_server
+
+KEY = "sk-chat-cli-test"
+
+
+def quasar(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUASAR_")}
+    cmd = [sys.executable, "-m", "quasar.cli", *args]
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProvider]:
+    with FakeProvider("a") as provider:
+        yield provider
+
+
+@pytest.fixture(scope="module")
+def gw(fake: FakeProvider) -> Iterator[Running]:
+    config = gateway_config({"solo": [upstream(fake)], "other": [upstream(fake)]})
+    with quasar_server(config, env={"QUASAR_API_KEYS": KEY}) as running:
+        yield running
+
+
+def test_version() -> None:
+    done = quasar("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"quasar {__version__}"
+
+
+def test_chat_streams_keeps_history_and_takes_commands(gw: Running, fake: FakeProvider) -> None:
+    fake.reset()
+    script = "hi\nhow are you\n/system be brief\n/clear\n/model other\nagain\n/exit\nnever sent\n"
+    done = quasar("chat", "--url", gw.url, "--key", KEY, "--model", "solo", stdin=script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["Hello from a"] * 3
+    assert done.stderr.count("500 tokens") == 3  # the fake's usage
+    assert "tokens/s" in done.stderr
+    sent = [r["body"] for r in fake.requests]
+    assert len(sent) == 3 and all(body["stream"] for body in sent)
+    assert [m["content"] for m in sent[1]["messages"]] == ["hi", "Hello from a", "how are you"]
+    assert sent[2]["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "again"}]
+    assert [body["model"] for body in sent] == ["solo", "solo", "other"]
+
+
+def test_chat_default_model_and_errors(gw: Running, fake: FakeProvider) -> None:
+    fake.reset()
+    done = quasar("chat", "--url", gw.url, "--key", KEY, stdin="/model nope\nhi\n/model solo\nhi\n")
+    assert done.returncode == 0, done.stderr
+    assert "quasar chat: solo at" in done.stderr  # the server's first model
+    assert "404: The model 'nope' does not exist" in done.stderr
+    assert done.stdout.strip() == "Hello from a"
+    refused = quasar("chat", "--url", gw.url, "--key", "sk-wrong", stdin="hi\n")
+    assert refused.returncode == 1 and "401" in refused.stderr
