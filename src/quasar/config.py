@@ -110,6 +110,8 @@ class StoreConfig(_Strict):
     flush_seconds: float = Field(0.2, gt=0)  # how long a row may wait before its batch is written
     buffer_rows: int = Field(10000, ge=1)  # rows held in memory while the database is down, then spooled
     spool_dir: str | None = None  # default: beside the SQLite file, else the working directory
+    retention_days: float | None = Field(None, gt=0)  # request log rows older than this are deleted
+    content_retention_days: float | None = Field(None, gt=0)  # then messages and reply dropped, usage kept
 
 
 class Quota(_Strict):

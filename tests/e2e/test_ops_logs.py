@@ -33,7 +33,7 @@ def test_json_logs_with_access_lines() -> None:
     with FakeProvider("a") as fake:
         config = gateway_config({"solo": [upstream(fake, name="solo-a")]}) + "cache: {enabled: true}\n"
         env = {"QUASAR_MASTER_KEY": MASTER, "QUASAR_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}  # Redis away
-        with quasar_server(config, env=env, args=("--log-format", "json")) as running:
+        with quasar_server(config, env=env, args=("--log-format", "json", "--access-log")) as running:
             headers = {"Authorization": f"Bearer {MASTER}", "x-request-id": "req-ops-json-1"}
             body = {"model": "solo", "messages": [{"role": "user", "content": "hi"}]}
             ok = httpx.post(f"{running.v1}/chat/completions", json=body, headers=headers, timeout=30)
@@ -60,10 +60,10 @@ def test_json_logs_with_access_lines() -> None:
             assert MASTER not in running.log()
 
 
-def test_no_access_log() -> None:
+def test_no_access_log_by_default() -> None:
     with FakeProvider("a") as fake:
         config = gateway_config({"solo": [upstream(fake)]})
-        with quasar_server(config, args=("--log-format", "json", "--no-access-log")) as running:
+        with quasar_server(config, args=("--log-format", "json")) as running:
             body = {"model": "solo", "messages": [{"role": "user", "content": "hi"}]}
             assert httpx.post(f"{running.v1}/chat/completions", json=body, timeout=30).status_code == 200
             time.sleep(0.2)

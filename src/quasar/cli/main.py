@@ -61,7 +61,9 @@ def serve(
     insecure: bool = typer.Option(False, help="Allow a non-loopback bind with no API keys."),
     log_level: str = typer.Option("warning", help="Level of the log lines other than access lines."),
     log_format: LogFormat = typer.Option(LogFormat.text, help="Log lines as text, or one JSON object a line."),
-    access_log: bool = typer.Option(True, help="One access line per request (request id, model, status, ...)."),
+    access_log: bool = typer.Option(
+        False, help="One access line per request (request id, model, status, latency, tokens); costs CPU."
+    ),
 ) -> None:
     """Serve the OpenAI-compatible API."""
     from quasar.cli.serving import QuasarServer

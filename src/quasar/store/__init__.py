@@ -12,6 +12,7 @@ from quasar.config import StoreConfig
 from quasar.store import migrate
 from quasar.store.database import DatabaseURL, create_engine, parse_database_url
 from quasar.store.logs import SqliteLog, insert_rows
+from quasar.store.retention import Retention, prepare_sqlite
 from quasar.store.spool import Spool
 from quasar.store.writer import LogWriter
 
@@ -34,6 +35,7 @@ class Store:
             buffer_rows=config.buffer_rows,
             flush_seconds=config.flush_seconds,
         )
+        self.retention = Retention(self.engine, config, sqlite_path)
 
     def spool_dir(self) -> Path:
         if self.config.spool_dir:
@@ -42,11 +44,15 @@ class Store:
         return sqlite_path.parent if sqlite_path is not None else Path.cwd()
 
     async def open(self) -> None:
-        """Check the schema (SQLite is upgraded in place) and start the log writer."""
+        """Check the schema (SQLite is upgraded in place), start the log writer and the retention job."""
+        if self.url.is_sqlite:
+            await prepare_sqlite(self.engine)
         await migrate.check(self.engine, upgrade_if_older=self.url.is_sqlite)
         self.writer.start()
+        self.retention.start()
 
     async def close(self, timeout: float = 5.0) -> None:
+        await self.retention.close()
         await self.writer.close(timeout)
         if self.sqlite_log is not None:
             await self.sqlite_log.close()
