@@ -3,7 +3,9 @@ labels that carry no ids, the master key once keys are configured, and the gauge
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2 as httpx
 import openai
@@ -14,6 +16,7 @@ from tests.fake_provider import FakeProvider
 from tests.gateway_config import gateway_config, upstream
 from tests.server import Running, quasar_server
 
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 MASTER = "sk-master-metrics-test"
 KEY = "sk-user-metrics-test"
 CUSTOMER = "customer-7d1f0c"
@@ -123,3 +126,11 @@ def test_metrics_open_with_local_slots(server: Running, client: openai.OpenAI) -
     assert value(after, "quasar_local_slots_busy", deployment="spark#0") == 0
     assert value(after, "quasar_requests_total", model="spark", status="200") >= 1
     assert value(after, "quasar_time_to_first_token_seconds_count", model="spark") >= 1
+    # every metric the operations guide and the Grafana dashboard name is one the server exposes
+    families = {family.name for family in text_string_to_metric_families(scrape(server, None).text)}
+    for doc in ("operations.md", "grafana-quasar.json"):
+        named = {
+            re.sub(r"_(total|bucket|count|sum)$", "", n)
+            for n in re.findall(r"quasar_[a-z_]+", (DOCS / doc).read_text())
+        }
+        assert named <= families, (doc, named - families)
