@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -65,3 +66,20 @@ def test_chat_default_model_and_errors(gw: Running, fake: FakeProvider) -> None:
     assert done.stdout.strip() == "Hello from a"
     refused = quasar("chat", "--url", gw.url, "--key", "sk-wrong", stdin="hi\n")
     assert refused.returncode == 1 and "401" in refused.stderr
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = quasar("serve", "--port", str(port))
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"quasar: cannot listen on 127.0.0.1:{port}: the port is in use (is another server running there?)"
+    ]
+
+
+def test_serve_says_where_the_database_is(gw: Running) -> None:
+    path = gw.env["QUASAR_DATABASE_URL"].removeprefix("sqlite:///")
+    assert f"quasar: request log and keys in {path}" in gw.log()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import signal
+import socket
 from enum import StrEnum
 
 import typer
@@ -53,6 +55,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The bound socket uvicorn will serve on; a port in use (or an address not ours) ends `serve` here."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = "the port is in use (is another server running there?)" if exc.errno == errno.EADDRINUSE else exc.strerror
+        _fail(f"cannot listen on {host}:{port}: {why}")
+    sock.set_inheritable(True)
+    return sock
+
+
+def _where(url: str) -> str:
+    """The database as a person finds it: a SQLite file's absolute path, else the URL without its password."""
+    from quasar.store.database import parse_database_url
+
+    try:
+        db = parse_database_url(url)
+    except ConfigError:
+        return "?"
+    path = db.sqlite_path
+    return str(path.resolve()) if path is not None else db.safe()
+
+
 @app.command()
 def serve(
     host: str = typer.Option(None, help="Address to bind (QUASAR_HOST; default 127.0.0.1)."),
@@ -88,6 +116,7 @@ def serve(
             "Set QUASAR_API_KEYS (or auth.api_keys), create a key with `quasar keys create`, "
             "bind to 127.0.0.1, or pass --insecure."
         )
+    sock = _listen(host, port)  # before anything says "serving": a busy port is one line and exit 2
     failures: list[str] = []
 
     def on_load_failure(message: str) -> None:
@@ -109,6 +138,7 @@ def serve(
         STARTUP.info("quasar: no API keys configured: the server is open, no key required")
     else:
         STARTUP.info("quasar: API keys required (Authorization: Bearer ...)")
+    STARTUP.info("quasar: request log and keys in %s", _where(settings.store.url))
     config_ = uvicorn.Config(
         application,
         host=host,
@@ -124,7 +154,7 @@ def serve(
         timeout_graceful_shutdown=settings.server.shutdown_grace_seconds,  # applied by QuasarServer.shutdown
     )
     grace = settings.server.shutdown_grace_seconds
-    QuasarServer(config_, grace=grace, on_listening=application.state.serving.set).run()
+    QuasarServer(config_, grace=grace, on_listening=application.state.serving.set).run(sockets=[sock])
     if failures:
         _fail(f"could not start: {failures[0]}")
 
