@@ -96,6 +96,20 @@ def test_metrics_after_chat_requests(gw: Running) -> None:
         assert not any(secret in v for v in label_values), secret
 
 
+def test_counters_go_on_across_a_reload(gw: Running) -> None:
+    client = openai.OpenAI(base_url=gw.v1, api_key=KEY, max_retries=0, timeout=30)
+    ok = {"model": "solo", "status": "200", "error_type": ""}
+
+    def served() -> float:
+        client.chat.completions.create(model="solo", messages=[{"role": "user", "content": "hi"}])
+        return value(samples(scrape(gw, MASTER).text), "quasar_requests_total", **ok)
+
+    before = served()
+    reloaded = httpx.post(f"{gw.url}/admin/reload", headers={"Authorization": f"Bearer {MASTER}"}, timeout=30)
+    assert reloaded.status_code == 200, reloaded.text
+    assert served() == before + 1
+
+
 def test_metrics_need_the_master_key(gw: Running) -> None:
     missing = scrape(gw, None)
     assert missing.status_code == 401

@@ -100,6 +100,11 @@ class RequestMetrics:
         self.requests: dict[tuple[str, str, str, str, str], int] = {}
         self.usage: dict[tuple[str, str], _Usage] = {}
 
+    def follow(self, models: Iterable[str]) -> RequestMetrics:
+        """These sums, counting the models of a reloaded config from now on: a reload keeps the counters."""
+        self.models = frozenset(models)
+        return self
+
     def observe(self, record: RequestRecord) -> None:
         """Count one finished request (its record is complete: `finish` has run)."""
         model = record.model if record.model in self.models else UNKNOWN_MODEL

@@ -64,6 +64,7 @@ class Reloader:
                 settings, models, keys=old.keys, meter=old.meter, cache=old.cache, log=old.log, tracing=old.tracing
             )
             service.router.health = old.router.health  # cooldowns and latency, by deployment name
+            service.metrics = old.metrics.follow(models)  # /metrics' counters go on across a reload
             old.keys.static = StaticKeys(settings.auth.api_keys, settings.auth.master_key)
             old.keys.invalidate()
             old.meter.config = settings.limits
