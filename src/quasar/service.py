@@ -55,6 +55,7 @@ class Call:
     schema: type[ChatRequest] = ChatRequest
     started: float = field(default_factory=time.perf_counter)
     translate: Callable[[bytes], ChatRequest] | None = None
+    endpoint: str = "chat"  # which API it came through: chat, completions, messages, responses
 
 
 @dataclass
@@ -88,7 +89,7 @@ class ChatService:
         self.log = log
         self.tracing = tracing
         self.secrets = [d.api_key for m in settings.models for d in m.deployments if d.api_key]
-        self.metrics = RequestMetrics(models, endpoint="chat")
+        self.metrics = RequestMetrics(models)
 
     def entry(self, name: str) -> ModelEntry:
         entry = self.models.get(name)
@@ -98,7 +99,7 @@ class ChatService:
         return entry
 
     async def chat(self, call: Call) -> Reply:
-        record = RequestRecord(call.request_id, started=call.started)
+        record = RequestRecord(call.request_id, started=call.started, endpoint=call.endpoint)
         admission, trace = UNLIMITED, None
         try:
             principal = await self.keys.authenticate(call.authorization)

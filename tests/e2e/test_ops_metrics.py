@@ -95,6 +95,10 @@ def test_metrics_after_chat_requests(gw: Running) -> None:
     for secret in [*request_ids, CUSTOMER, KEY, MASTER, unknown]:
         assert not any(secret in v for v in label_values), secret
 
+    client.completions.create(model="solo", prompt="hi", max_tokens=2)  # another API: its own endpoint label
+    legacy = {"model": "solo", "deployment": "solo-a", "endpoint": "completions", "status": "200"}
+    assert value(samples(scrape(gw, MASTER).text), "quasar_requests_total", **legacy) == 1
+
 
 def test_counters_go_on_across_a_reload(gw: Running) -> None:
     client = openai.OpenAI(base_url=gw.v1, api_key=KEY, max_retries=0, timeout=30)

@@ -56,6 +56,7 @@ class RequestRecord:
     price: Price | None = None
     done: bool = False
     secrets: list[str] = field(default_factory=list)  # redacted from anything written
+    endpoint: str = "chat"  # the API it came through (metrics; not a column of the log)
 
     def take_request(
         self, request: ChatRequest, options: GatewayOptions, log_content: bool, secrets: list[str]
@@ -158,7 +159,9 @@ class RequestRecord:
 
 
 _STORED = tuple(
-    f.name for f in fields(RequestRecord) if f.name not in {"started", "keep_content", "price", "done", "secrets"}
+    f.name
+    for f in fields(RequestRecord)
+    if f.name not in {"started", "keep_content", "price", "done", "secrets", "endpoint"}
 )
 
 

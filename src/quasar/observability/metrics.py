@@ -94,9 +94,8 @@ class _Usage:
 class RequestMetrics:
     """What every finished request adds: counts, latencies, tokens, cost and cache hits."""
 
-    def __init__(self, models: Iterable[str], endpoint: str) -> None:
+    def __init__(self, models: Iterable[str]) -> None:
         self.models = frozenset(models)
-        self.endpoint = endpoint
         self.requests: dict[tuple[str, str, str, str, str], int] = {}
         self.usage: dict[tuple[str, str], _Usage] = {}
 
@@ -109,7 +108,7 @@ class RequestMetrics:
         """Count one finished request (its record is complete: `finish` has run)."""
         model = record.model if record.model in self.models else UNKNOWN_MODEL
         deployment = record.deployment or ""
-        key = (model, deployment, self.endpoint, str(record.http_status), error_type(record))
+        key = (model, deployment, record.endpoint, str(record.http_status), error_type(record))
         self.requests[key] = self.requests.get(key, 0) + 1
         usage = self.usage.get((model, deployment))
         if usage is None:

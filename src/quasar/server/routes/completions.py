@@ -50,7 +50,7 @@ async def completions(request: Request) -> Response:
             raise InvalidRequest(message, param=param) from None
 
     call = Call(request.state.request_id, request.headers.get("authorization"), read_body, started=started)
-    call.translate = translate
+    call.translate, call.endpoint = translate, "completions"
     try:
         reply = await service.chat(call)
         completion_id = f"cmpl-{sortable_id()}"

@@ -81,7 +81,9 @@ class _Endpoint:
             disconnects.add(request)  # only once the body is read: the watcher reads from the connection
             return body
 
-        call = Call(request.state.request_id, authorization(request.headers), read_body, started=started)
+        call = Call(
+            request.state.request_id, authorization(request.headers), read_body, started=started, endpoint="messages"
+        )
         try:
             try:
                 if scope["method"] != "POST":
