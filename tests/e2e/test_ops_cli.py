@@ -83,3 +83,16 @@ def test_serve_on_a_busy_port_says_so_in_one_line() -> None:
 def test_serve_says_where_the_database_is(gw: Running) -> None:
     path = gw.env["QUASAR_DATABASE_URL"].removeprefix("sqlite:///")
     assert f"quasar: request log and keys in {path}" in gw.log()
+
+
+def test_bench_sends_what_it_says_and_sums_it_up(gw: Running, fake: FakeProvider) -> None:
+    fake.reset()
+    done = quasar("bench", "--url", gw.url, "--key", KEY, "--model", "solo", "--requests", "12", "--concurrency", "3")
+    assert done.returncode == 0, done.stderr
+    assert len(fake.requests) == 12 and all(r["body"]["max_tokens"] == 16 for r in fake.requests)
+    for row in ("requests/s", "latency p50 / p95", "time to first token p50 / p95", "12 (12 ok)"):
+        assert row in done.stdout, done.stdout
+    fake.reset("500")
+    failed = quasar("bench", "--url", gw.url, "--key", KEY, "--model", "solo", "--requests", "2")
+    assert failed.returncode == 1 and "error x2" in failed.stdout
+    fake.reset()

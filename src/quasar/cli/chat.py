@@ -56,12 +56,22 @@ class Session:
 
     def ask(self, text: str) -> Iterator[str]:
         """Send `text` with the history; yield the reply's pieces; then keep both in the history."""
+        reply: list[str] = []
+        for piece in self.ask_once(text):
+            reply.append(piece)
+            yield piece
+        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(reply)}]
+
+    def ask_once(self, text: str, max_tokens: int | None = None) -> Iterator[str]:
+        """Send `text` after the history, streamed; yield the reply's pieces (`usage` is set at the end)."""
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
         messages.append({"role": "user", "content": text})
-        body = {"model": self.model, "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True}
+        body["stream_options"] = {"include_usage": True}
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
         response = self._request("POST", "/v1/chat/completions", body)
         self.usage: dict[str, Any] | None = None
-        reply: list[str] = []
         for data in _events(response):
             if "error" in data:
                 raise ChatFailed(data["error"].get("message") or "the stream failed")
@@ -70,9 +80,7 @@ class Session:
             for choice in data.get("choices") or ():
                 piece = (choice.get("delta") or {}).get("content")
                 if piece:
-                    reply.append(piece)
                     yield piece
-        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(reply)}]
 
 
 def _events(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:

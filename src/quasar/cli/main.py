@@ -13,6 +13,7 @@ import typer
 import uvicorn
 
 from quasar import __version__
+from quasar.cli.bench import bench
 from quasar.cli.chat import chat
 from quasar.cli.store import check_store, register
 from quasar.config import environment_secrets, load_settings, redact
@@ -190,6 +191,7 @@ def models(config: str = typer.Option(None, "--config", "-c", help="YAML config 
 
 
 app.command()(chat)
+app.command()(bench)
 register(app)
 
 
