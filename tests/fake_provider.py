@@ -16,6 +16,7 @@ set as `default`:
   malformed               stream: a `data:` line that is not JSON, first
   split                   stream: every event sent in two pieces, 10 ms apart, lines ending in CRLF
   drop                    close the connection without any answer
+  huge:<mb>               a body (streamed: one event) of that many megabytes
   tool-call               a call to the request's first tool, arguments {"city": "Paris"} (streamed in two
                           pieces), finish_reason tool_calls
 """
@@ -131,6 +132,15 @@ class FakeProvider:
             return web.Response()
         if kind.isdigit():
             return self._error(int(kind), f"{self.name} failed with {kind}", arg)
+        if kind == "huge":  # a body (or, streamed, one event) of `arg` MB
+            size = int(float(arg) * 1e6)
+            if body.get("stream"):
+                resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                await resp.prepare(request)
+                await resp.write(b'data: {"choices":[{"index":0,"delta":{"content":"' + b"x" * size + b'"}}]}\n\n')
+                return resp
+            content = b'{"object":"chat.completion","choices":[{"index":0,"message":{"content":"' + b"x" * size + b'"}}]}'
+            return web.Response(body=content, content_type="application/json")
         if kind == "echo-key":
             return self._error(401, f"Incorrect API key provided: {request.headers.get('Authorization', '')}", "")
         if body.get("stream"):

@@ -32,6 +32,7 @@ ALL_CAPABILITIES = frozenset({"tools", "vision", "json_schema"})
 _NOT_FORWARDED = frozenset({"model", "precense_penalty", *GATEWAY_FIELDS})
 _MAX_ERROR_BODY = 64 * 1024
 _MAX_EVENT = 16 * 1024 * 1024
+_MAX_BODY = 32 * 1024 * 1024  # a whole non-streamed answer
 
 
 class _Upstream:
@@ -150,7 +151,7 @@ class OpenAIEngine:
             async with asyncio.timeout(limit):
                 resp = await self._pool.post(self._target_of(request), data)
                 try:
-                    raw = await resp.read()
+                    raw = await resp.read(_MAX_BODY + 1)
                 finally:
                     resp.release()
             if resp.status >= 400:
@@ -163,6 +164,8 @@ class OpenAIEngine:
             raise self._unreachable(exc) from None
         finally:
             self._upstream.in_flight -= 1
+        if len(raw) > _MAX_BODY:
+            raise UpstreamError(f"{self.provider}: the response is larger than {_MAX_BODY} bytes")
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
