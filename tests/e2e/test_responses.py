@@ -1,0 +1,243 @@
+"""POST /v1/responses (and GET / DELETE by id) through a real Quasar, driven by the official openai SDK.
+
+The upstream is a fake chat-only provider, so every test can see the chat request the Responses body
+became; one test runs the built-in model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx2 as httpx
+import openai
+import pytest
+
+from tests.fake_provider import FakeProvider
+from tests.gateway_config import gateway_config, upstream
+from tests.server import Running, quasar_server
+from tests.store_support import MASTER, database_url, log_rows, tmp_sqlite_url, wait_for
+
+KEY_A, KEY_B = "key-a-responses", "key-b-responses"
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": True,
+}
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProvider]:
+    with FakeProvider("up") as provider:
+        yield provider
+
+
+@pytest.fixture(scope="module")
+def gw(fake: FakeProvider) -> Iterator[Running]:
+    config = gateway_config({"remote": [upstream(fake, model="up-model")]})
+    env = {"QUASAR_API_KEYS": f"{KEY_A},{KEY_B}", "QUASAR_MASTER_KEY": MASTER, "QUASAR_DATABASE_URL": tmp_sqlite_url()}
+    with quasar_server(config, env=env) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def clean(fake: FakeProvider) -> None:
+    fake.reset()
+
+
+def sdk(gw: Running, key: str = KEY_A) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0, timeout=20)
+
+
+def test_plain_answer_and_what_the_upstream_got(gw: Running, fake: FakeProvider) -> None:
+    response = sdk(gw).responses.create(
+        model="remote",
+        input="Say hello",
+        instructions="Be brief.",
+        max_output_tokens=20,
+        temperature=0.3,
+        metadata={"team": "qa"},
+        user="u-1",
+    )
+    assert response.output_text == "Hello from up"
+    assert response.id.startswith("resp_") and response.object == "response" and response.status == "completed"
+    assert response.model == "remote" and response.instructions == "Be brief." and response.metadata == {"team": "qa"}
+    message = response.output[0]
+    assert message.type == "message" and message.role == "assistant" and message.id.startswith("msg_")
+    assert response.usage.input_tokens == 1000 and response.usage.output_tokens == 500
+    assert response.usage.total_tokens == 1500 and response.usage.input_tokens_details.cached_tokens == 400
+    sent = fake.requests[-1]["body"]
+    assert sent["model"] == "up-model" and sent["max_tokens"] == 20 and sent["temperature"] == 0.3
+    assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
+    assert sent["user"] == "u-1" and "metadata" not in sent and "input" not in sent
+
+    def logged() -> list[dict]:
+        return [r for r in log_rows(database_url(gw)) if r["metadata"] == {"team": "qa"}]
+
+    row = wait_for(logged)[0]
+    assert row["model"] == "remote" and row["status"] == "ok" and row["completion_tokens"] == 500
+    assert row["key_id"] is not None and row["messages"][1]["content"] == "Say hello"
+
+
+def test_streamed_events(gw: Running, fake: FakeProvider) -> None:
+    events = list(sdk(gw).responses.create(model="remote", input="Say hello", stream=True))
+    types = [e.type for e in events]
+    assert types[:2] == ["response.created", "response.in_progress"]
+    assert types[2:4] == ["response.output_item.added", "response.content_part.added"]
+    assert types[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    numbers = [e.sequence_number for e in events]
+    assert numbers == list(range(len(events)))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    final = events[-1].response
+    assert deltas == final.output_text == "Hello from up"
+    assert final.status == "completed" and final.usage.output_tokens == 500
+    assert fake.requests[-1]["body"]["stream"] is True
+    # the wire framing: each event names its type, and there is no [DONE]
+    body = {"model": "remote", "input": "hi", "stream": True}
+    with httpx.stream("POST", f"{gw.v1}/responses", json=body, headers={"Authorization": f"Bearer {KEY_A}"}) as resp:
+        text = resp.read().decode()
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    assert text.startswith("event: response.created\ndata: {") and "[DONE]" not in text
+    assert text.rstrip().split("\n")[-2] == "event: response.completed"
+
+
+def test_function_tool_and_its_result(gw: Running, fake: FakeProvider) -> None:
+    client = sdk(gw)
+    fake.script("tool-call")
+    first = client.responses.create(model="remote", input="Weather in Paris?", tools=[WEATHER], tool_choice="auto")
+    call = first.output[0]
+    assert call.type == "function_call" and call.name == "get_weather" and call.call_id == "call_fake"
+    assert call.arguments == '{"city": "Paris"}' and first.output_text == ""
+    sent = fake.requests[-1]["body"]
+    assert sent["tools"] == [{"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}]
+    assert sent["tool_choice"] == "auto"
+
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "18C and sunny"}
+    second = client.responses.create(model="remote", previous_response_id=first.id, input=[result], tools=[WEATHER])
+    assert second.output_text == "Hello from up" and second.previous_response_id == first.id
+    assert fake.requests[-1]["body"]["messages"] == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [sent_call(call.call_id)]},
+        {"role": "tool", "tool_call_id": "call_fake", "content": "18C and sunny"},
+    ]
+
+    fake.script("tool-call")
+    events = list(client.responses.create(model="remote", input="Weather?", tools=[WEATHER], stream=True))
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert deltas == done.arguments == '{"city": "Paris"}'
+    final = events[-1]
+    assert final.type == "response.completed" and final.response.output[0].name == "get_weather"
+
+
+def sent_call(call_id: str) -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+
+
+def test_previous_response_id_continues_the_conversation(gw: Running, fake: FakeProvider) -> None:
+    client = sdk(gw)
+    first = client.responses.create(model="remote", input="My name is Ada.", instructions="Only for the first turn")
+    streamed = client.responses.create(model="remote", input="And my cat?", previous_response_id=first.id, stream=True)
+    second_id = [e for e in streamed][-1].response.id
+    third = client.responses.create(
+        model="remote",
+        previous_response_id=second_id,
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "What is my name?"}]}],
+    )
+    assert third.output_text == "Hello from up"
+    assert fake.requests[-1]["body"]["messages"] == [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Hello from up"},
+        {"role": "user", "content": "And my cat?"},
+        {"role": "assistant", "content": "Hello from up"},
+        {"role": "user", "content": [{"type": "text", "text": "What is my name?"}]},
+    ]
+
+
+def test_get_delete_and_keys(gw: Running) -> None:
+    a, b, master = sdk(gw), sdk(gw, KEY_B), sdk(gw, MASTER)
+    made = a.responses.create(model="remote", input="remember me")
+    got = a.responses.retrieve(made.id)
+    assert got.id == made.id and got.output_text == "Hello from up" and master.responses.retrieve(made.id).id == made.id
+    with pytest.raises(openai.NotFoundError) as other:
+        b.responses.retrieve(made.id)
+    assert other.value.body["code"] == "not_found"
+    with pytest.raises(openai.NotFoundError) as follow_up:
+        b.responses.create(model="remote", input="and?", previous_response_id=made.id)
+    assert follow_up.value.body["param"] == "previous_response_id"
+    with pytest.raises(openai.NotFoundError):
+        b.responses.delete(made.id)
+    deleted = httpx.delete(f"{gw.v1}/responses/{made.id}", headers={"Authorization": f"Bearer {KEY_A}"})
+    assert deleted.status_code == 200
+    assert deleted.json() == {"id": made.id, "object": "response.deleted", "deleted": True}
+    for client in (a, master):
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(made.id)
+    unstored = a.responses.create(model="remote", input="forget me", store=False)
+    assert unstored.output_text == "Hello from up" and unstored.store is False
+    with pytest.raises(openai.NotFoundError):
+        a.responses.retrieve(unstored.id)
+    with pytest.raises(openai.AuthenticationError):
+        sdk(gw, "wrong-key").responses.create(model="remote", input="hi")
+
+
+BAD = [
+    ({"input": "hi"}, "model"),
+    ({"model": "remote"}, "input"),
+    ({"model": "remote", "input": []}, "input"),
+    ({"model": "remote", "input": 5}, "input"),
+    ({"model": "remote", "input": [{"type": "web_search_call"}]}, "input[0].type"),
+    ({"model": "remote", "input": [{"role": "user", "content": [{"type": "input_text"}]}]}, "input[0].content[0].text"),
+    ({"model": "remote", "input": [{"role": "robot", "content": "hi"}]}, "input[0].role"),
+    ({"model": "remote", "input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
+    ({"model": "remote", "input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"model": "remote", "input": "hi", "tools": [{"type": "function"}]}, "tools[0].name"),
+    ({"model": "remote", "input": "hi", "tool_choice": "sometimes"}, "tool_choice"),
+    ({"model": "remote", "input": "hi", "text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format"),
+    ({"model": "remote", "input": "hi", "temperature": 3}, "temperature"),
+    ({"model": "remote", "input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
+    ({"model": "remote", "input": "hi", "metadata": {"k": 1}}, "metadata.k"),
+    ({"model": "remote", "input": "hi", "store": "yes"}, "store"),
+]
+
+
+@pytest.mark.parametrize(("body", "param"), BAD, ids=[param for _, param in BAD])
+def test_bad_input_names_the_field(gw: Running, fake: FakeProvider, body: dict, param: str) -> None:
+    resp = httpx.post(f"{gw.v1}/responses", json=body, headers={"Authorization": f"Bearer {KEY_A}"})
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error" and param in error["message"]
+    assert not fake.requests
+
+
+def test_unknown_ids_are_404_in_openai_envelope(gw: Running) -> None:
+    headers = {"Authorization": f"Bearer {KEY_A}"}
+    for method in ("GET", "DELETE"):
+        resp = httpx.request(method, f"{gw.v1}/responses/resp_nope", headers=headers)
+        assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
+    body = {"model": "remote", "input": "hi", "previous_response_id": "resp_nope"}
+    resp = httpx.post(f"{gw.v1}/responses", json=body, headers=headers)
+    assert resp.status_code == 404 and resp.json()["error"]["param"] == "previous_response_id"
+    spec = httpx.get(f"{gw.url}/openapi.json").json()
+    assert {"post"} <= set(spec["paths"]["/v1/responses"]) and "ResponsesRequest" in spec["components"]["schemas"]
+    assert {"get", "delete"} <= set(spec["paths"]["/v1/responses/{response_id}"])
+
+
+def test_built_in_model(client: openai.OpenAI) -> None:
+    response = client.responses.create(model="spark", input="Say hi.", max_output_tokens=8, temperature=0)
+    assert response.output_text and response.usage.output_tokens >= 1
+    assert response.status in ("completed", "incomplete")
+    events = list(client.responses.create(model="spark", input="Say hi.", max_output_tokens=8, stream=True))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    assert deltas == events[-1].response.output_text and deltas
+    follow = client.responses.create(
+        model="spark", input="Again.", previous_response_id=response.id, max_output_tokens=4
+    )
+    assert follow.previous_response_id == response.id
