@@ -6,7 +6,11 @@ became; one test runs the built-in model.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2 as httpx
 import openai
@@ -17,6 +21,7 @@ from tests.gateway_config import gateway_config, upstream
 from tests.server import Running, quasar_server
 from tests.store_support import MASTER, database_url, log_rows, tmp_sqlite_url, wait_for
 
+OPENAI_JS = "7.59.0"  # the openai npm package the JavaScript test installs (from npm's offline cache)
 KEY_A, KEY_B = "key-a-responses", "key-b-responses"
 WEATHER = {
     "type": "function",
@@ -83,7 +88,7 @@ def test_plain_answer_and_what_the_upstream_got(gw: Running, fake: FakeProvider)
 def test_streamed_events(gw: Running, fake: FakeProvider) -> None:
     events = list(sdk(gw).responses.create(model="remote", input="Say hello", stream=True))
     types = [e.type for e in events]
-    assert types[:2] == ["response.created", "response.in_progress"]
+    assert types[:2] == ["response.created", "response.in_progress"] and events[0].response.output == []
     assert types[2:4] == ["response.output_item.added", "response.content_part.added"]
     assert types[-4:] == [
         "response.output_text.done",
@@ -134,6 +139,22 @@ def test_function_tool_and_its_result(gw: Running, fake: FakeProvider) -> None:
     assert deltas == done.arguments == '{"city": "Paris"}'
     final = events[-1]
     assert final.type == "response.completed" and final.response.output[0].name == "get_weather"
+
+
+def test_a_broken_stream_ends_failed_and_a_failed_upstream_is_502(gw: Running, fake: FakeProvider) -> None:
+    client = sdk(gw)
+    fake.script("reset")
+    events = list(client.responses.create(model="remote", input="hi", stream=True, metadata={"case": "cut"}))
+    types = [e.type for e in events]
+    assert "response.output_text.delta" in types and "response.completed" not in types
+    assert types[-2:] == ["error", "response.failed"] and events[-1].response.status == "failed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    row = wait_for(lambda: [r for r in log_rows(database_url(gw)) if r["metadata"] == {"case": "cut"}])[0]
+    assert row["status"] == "truncated"
+    fake.reset("500")  # every attempt
+    with pytest.raises(openai.APIStatusError) as failed:
+        client.responses.create(model="remote", input="hi", stream=True)
+    assert failed.value.status_code == 502 and "up failed with 500" in failed.value.message
 
 
 def sent_call(call_id: str) -> dict:
@@ -230,9 +251,9 @@ def test_unknown_ids_are_404_in_openai_envelope(gw: Running) -> None:
 
 
 def test_built_in_model(client: openai.OpenAI) -> None:
-    response = client.responses.create(model="spark", input="Say hi.", max_output_tokens=8, temperature=0)
-    assert response.output_text and response.usage.output_tokens >= 1
-    assert response.status in ("completed", "incomplete")
+    response = client.responses.create(model="spark", input="Count to twenty.", max_output_tokens=3, temperature=0)
+    assert response.output_text and response.usage.output_tokens == 3
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
     events = list(client.responses.create(model="spark", input="Say hi.", max_output_tokens=8, stream=True))
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert events[-1].type in ("response.completed", "response.incomplete")
@@ -241,3 +262,33 @@ def test_built_in_model(client: openai.OpenAI) -> None:
         model="spark", input="Again.", previous_response_id=response.id, max_output_tokens=4
     )
     assert follow.previous_response_id == response.id
+
+
+def test_javascript_sdk(gw: Running, fake: FakeProvider, tmp_path: Path) -> None:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed")
+    install = [
+        "npm",
+        "install",
+        "--offline",
+        "--no-audit",
+        "--no-fund",
+        "--prefix",
+        str(tmp_path),
+        f"openai@{OPENAI_JS}",
+    ]
+    if subprocess.run(install, capture_output=True, timeout=120).returncode != 0:
+        pytest.skip(f"openai@{OPENAI_JS} is not in npm's cache (npm install openai@{OPENAI_JS} once, online)")
+    script = tmp_path / "responses.mjs"  # beside its node_modules, where node resolves "openai"
+    shutil.copy(Path(__file__).parent / "js" / "responses.mjs", script)
+    fake.script("ok", "ok", "tool-call")
+    env = {"QUASAR_BASE_URL": gw.v1, "QUASAR_KEY": KEY_A, "QUASAR_MODEL": "remote", "PATH": gw.env["PATH"]}
+    done = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["plain"] == out["deltas"] == out["final"] == out["followUp"] == "Hello from up"
+    assert out["types"][0] == "response.created" and out["types"][-1] == "response.completed"
+    assert out["sequence"] == list(range(len(out["types"])))
+    assert out["call"] == {"type": "function_call", "name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert out["retrieved"] is True and out["missing"] == 404
+    assert fake.requests[-1]["body"]["messages"][-1] == {"role": "tool", "tool_call_id": "call_fake", "content": "18C"}

@@ -37,7 +37,8 @@ class ResponseEvents:
         return event
 
     def response(self, status: str) -> dict[str, Any]:
-        return envelope(self.request, self.id, self.created_at, status, self.output, self.usage, self.model)
+        output = [dict(item) for item in self.output]  # a snapshot: the stream goes on changing its items
+        return envelope(self.request, self.id, self.created_at, status, output, self.usage, self.model)
 
     def start(self) -> list[dict[str, Any]]:
         snapshot = self.response("in_progress")
