@@ -19,7 +19,7 @@ import pytest
 from tests.fake_provider import FakeProvider
 from tests.gateway_config import gateway_config, upstream
 from tests.server import Running, quasar_server
-from tests.store_support import MASTER, database_url, log_rows, tmp_sqlite_url, wait_for
+from tests.store_support import MASTER, cli, database_url, log_rows, pg_schema, tmp_sqlite_url, wait_for
 
 OPENAI_JS = "7.59.0"  # the openai npm package the JavaScript test installs (from npm's offline cache)
 KEY_A, KEY_B = "key-a-responses", "key-b-responses"
@@ -254,14 +254,34 @@ def test_built_in_model(client: openai.OpenAI) -> None:
     response = client.responses.create(model="spark", input="Count to twenty.", max_output_tokens=3, temperature=0)
     assert response.output_text and response.usage.output_tokens == 3
     assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
-    events = list(client.responses.create(model="spark", input="Say hi.", max_output_tokens=8, stream=True))
+    events = list(client.responses.create(model="spark", input="Say hi.", max_output_tokens=3, stream=True))
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert events[-1].type in ("response.completed", "response.incomplete")
     assert deltas == events[-1].response.output_text and deltas
     follow = client.responses.create(
-        model="spark", input="Again.", previous_response_id=response.id, max_output_tokens=4
+        model="spark", input="Again.", previous_response_id=response.id, max_output_tokens=2
     )
     assert follow.previous_response_id == response.id
+
+
+def test_postgres_keeps_conversations(fake: FakeProvider) -> None:
+    with pg_schema() as url:
+        cli("db", "upgrade", env={"QUASAR_DATABASE_URL": url})
+        config = gateway_config({"remote": [upstream(fake)]})
+        with quasar_server(config, env={"QUASAR_DATABASE_URL": url}) as running:
+            client = openai.OpenAI(base_url=running.v1, api_key="unused", max_retries=0, timeout=20)
+            first = client.responses.create(model="remote", input="My name is Ada.", metadata={"db": "pg"})
+            second = client.responses.create(model="remote", input="Who am I?", previous_response_id=first.id)
+            assert [m["content"] for m in fake.requests[-1]["body"]["messages"]] == [
+                "My name is Ada.",
+                "Hello from up",
+                "Who am I?",
+            ]
+            assert client.responses.retrieve(second.id).metadata == {}
+            assert client.responses.retrieve(first.id).metadata == {"db": "pg"}
+            client.responses.delete(first.id)
+            with pytest.raises(openai.NotFoundError):
+                client.responses.retrieve(first.id)
 
 
 def test_javascript_sdk(gw: Running, fake: FakeProvider, tmp_path: Path) -> None:
