@@ -157,6 +157,17 @@ def test_a_broken_stream_ends_failed_and_a_failed_upstream_is_502(gw: Running, f
     assert failed.value.status_code == 502 and "up failed with 500" in failed.value.message
 
 
+def test_a_client_that_leaves_a_stream_cancels_it(gw: Running, fake: FakeProvider) -> None:
+    fake.script("stall:2")
+    body = {"model": "remote", "input": "hi", "stream": True, "metadata": {"case": "left"}}
+    headers = {"Authorization": f"Bearer {KEY_A}"}
+    with httpx.stream("POST", f"{gw.v1}/responses", json=body, headers=headers, timeout=20) as resp:
+        assert any(line == "event: response.output_text.delta" for line in resp.iter_lines())
+    wait_for(lambda: fake.disconnects == 1, timeout=5, every=0.05)
+    row = wait_for(lambda: [r for r in log_rows(database_url(gw)) if r["metadata"] == {"case": "left"}])[0]
+    assert row["status"] == "cancelled" and "Traceback" not in gw.log()
+
+
 def sent_call(call_id: str) -> dict:
     return {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
 
@@ -245,6 +256,7 @@ def test_unknown_ids_are_404_in_openai_envelope(gw: Running) -> None:
     body = {"model": "remote", "input": "hi", "previous_response_id": "resp_nope"}
     resp = httpx.post(f"{gw.v1}/responses", json=body, headers=headers)
     assert resp.status_code == 404 and resp.json()["error"]["param"] == "previous_response_id"
+    assert httpx.get(f"{gw.v1}/responses", headers=headers).status_code == 405
     spec = httpx.get(f"{gw.url}/openapi.json").json()
     assert {"post"} <= set(spec["paths"]["/v1/responses"]) and "ResponsesRequest" in spec["components"]["schemas"]
     assert {"get", "delete"} <= set(spec["paths"]["/v1/responses/{response_id}"])
