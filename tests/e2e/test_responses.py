@@ -85,6 +85,17 @@ def test_plain_answer_and_what_the_upstream_got(gw: Running, fake: FakeProvider)
     assert row["key_id"] is not None and row["messages"][1]["content"] == "Say hello"
 
 
+def test_request_breakdown_rides_on_the_response(gw: Running) -> None:
+    client = sdk(gw)
+    response = client.responses.create(model="remote", input="hi", extra_body={"request_breakdown": True})
+    assert response.request_breakdown["completion_tokens"] == 500  # type: ignore[attr-defined]
+    events = list(
+        client.responses.create(model="remote", input="hi", stream=True, extra_body={"request_breakdown": True})
+    )
+    assert events[-1].type == "response.completed" and events[-1].response.output_text == "Hello from up"
+    assert events[-1].response.request_breakdown["completion_tokens"] == 500  # type: ignore[attr-defined]
+
+
 def test_streamed_events(gw: Running, fake: FakeProvider) -> None:
     events = list(sdk(gw).responses.create(model="remote", input="Say hello", stream=True))
     types = [e.type for e in events]

@@ -233,7 +233,10 @@ def to_response(body: dict[str, Any], request: ResponsesRequest, response_id: st
     if text or not calls:
         output.append(message_item(new_id("msg"), text or "", status))
     output += [function_call_item(new_id("fc"), call, "completed") for call in calls]
-    return envelope(request, response_id, created_at, status, output, usage(body.get("usage")), body.get("model"))
+    response = envelope(request, response_id, created_at, status, output, usage(body.get("usage")), body.get("model"))
+    if "request_breakdown" in body:  # seed 003's summary, when the request asked for it
+        response["request_breakdown"] = body["request_breakdown"]
+    return response
 
 
 def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from quasar.api.responses import ResponsesRequest
 from quasar.errors import QuasarError
 from quasar.translate.responses import envelope, function_call_item, message_item, new_id, usage
 
+BREAKDOWN_ID = "request_breakdown"  # gateway/breakdown.py's last chunk, which the final response carries
+
 
 class ResponseEvents:
     def __init__(self, request: ResponsesRequest, response_id: str) -> None:
@@ -30,6 +32,7 @@ class ResponseEvents:
         self.calls: dict[int, dict[str, Any]] = {}  # chat's tool-call index -> its function_call item
         self.usage: dict[str, Any] | None = None
         self.finish: str | None = None
+        self.breakdown: dict[str, Any] | None = None  # seed 003's request_breakdown, its own last chunk
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         event = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -38,7 +41,10 @@ class ResponseEvents:
 
     def response(self, status: str) -> dict[str, Any]:
         output = [dict(item) for item in self.output]  # a snapshot: the stream goes on changing its items
-        return envelope(self.request, self.id, self.created_at, status, output, self.usage, self.model)
+        response = envelope(self.request, self.id, self.created_at, status, output, self.usage, self.model)
+        if self.breakdown is not None:
+            response["request_breakdown"] = self.breakdown
+        return response
 
     def start(self) -> list[dict[str, Any]]:
         snapshot = self.response("in_progress")
@@ -47,6 +53,9 @@ class ResponseEvents:
 
     def take(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         """The events one chat chunk makes."""
+        if chunk.get("id") == BREAKDOWN_ID:
+            self.breakdown = chunk["choices"][0].get("request_breakdown")
+            return []
         if isinstance(chunk.get("usage"), dict):
             self.usage = usage(chunk["usage"])
         if chunk.get("model"):
