@@ -77,6 +77,7 @@ async def create(request: Request, started: float) -> Response:
         return raw
 
     def translate(raw: bytes) -> ChatRequest:
+        # `raw` was parsed by read_body, which had to: the stored conversation is read before translating
         assert turn.request is not None
         return to_chat(turn.request, turn.conversation)
 
@@ -104,7 +105,9 @@ async def _conversation(request: Request, response_id: str, principal: Principal
     return parse_items(conversation_after(row))
 
 
-async def _visible(request: Request, response_id: str, principal: Principal, param: str | None = None) -> dict:
+async def _visible(
+    request: Request, response_id: str, principal: Principal, param: str | None = None
+) -> dict[str, Any]:
     """The stored response, if this caller's key made it (the master key and an open server see all)."""
     with _store_errors():
         row = await get_response(request.app.state.store.engine, response_id)
