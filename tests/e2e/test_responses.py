@@ -335,3 +335,20 @@ def test_javascript_sdk(gw: Running, fake: FakeProvider, tmp_path: Path) -> None
     assert out["call"] == {"type": "function_call", "name": "get_weather", "arguments": '{"city": "Paris"}'}
     assert out["retrieved"] is True and out["missing"] == 404
     assert fake.requests[-1]["body"]["messages"][-1] == {"role": "tool", "tool_call_id": "call_fake", "content": "18C"}
+
+
+def test_json_schema_format_on_the_built_in_model(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]}},
+        "required": ["colour"],
+        "additionalProperties": False,
+    }
+    response = client.responses.create(
+        model="spark",
+        input="Pick a colour.",
+        max_output_tokens=20,
+        text={"format": {"type": "json_schema", "name": "pick", "schema": schema, "strict": True}},
+    )
+    assert json.loads(response.output_text)["colour"] in ("red", "green", "blue")
+    assert response.text.format.type == "json_schema" and response.text.format.name == "pick"
