@@ -194,6 +194,17 @@ def test_previous_response_id_continues_the_conversation(gw: Running, fake: Fake
         input=[{"role": "user", "content": [{"type": "input_text", "text": "What is my name?"}]}],
     )
     assert third.output_text == "Hello from up"
+    listed = client.responses.input_items.list(third.id, order="asc")
+    assert [(item.type, item.role, item.content[0].text) for item in listed.data] == [
+        ("message", "user", "My name is Ada."),
+        ("message", "assistant", "Hello from up"),
+        ("message", "user", "And my cat?"),
+        ("message", "assistant", "Hello from up"),
+        ("message", "user", "What is my name?"),
+    ]
+    newest = client.responses.input_items.list(third.id, limit=2)
+    assert [item.id for item in newest.data] == [item.id for item in reversed(listed.data)][:2] and newest.has_more
+    assert all(item.id for item in listed.data) and len({item.id for item in listed.data}) == 5
     assert fake.requests[-1]["body"]["messages"] == [
         {"role": "user", "content": "My name is Ada."},
         {"role": "assistant", "content": "Hello from up"},
@@ -216,6 +227,12 @@ def test_get_delete_and_keys(gw: Running) -> None:
     assert follow_up.value.body["param"] == "previous_response_id"
     with pytest.raises(openai.NotFoundError):
         b.responses.delete(made.id)
+    with pytest.raises(openai.NotFoundError):
+        b.responses.input_items.list(made.id)
+    assert [i.content[0].text for i in a.responses.input_items.list(made.id).data] == ["remember me"]
+    with pytest.raises(openai.BadRequestError) as bad_limit:
+        a.responses.input_items.list(made.id, limit=0)
+    assert bad_limit.value.body["param"] == "limit"
     deleted = httpx.delete(f"{gw.v1}/responses/{made.id}", headers={"Authorization": f"Bearer {KEY_A}"})
     assert deleted.status_code == 200
     assert deleted.json() == {"id": made.id, "object": "response.deleted", "deleted": True}
@@ -261,8 +278,8 @@ def test_bad_input_names_the_field(gw: Running, fake: FakeProvider, body: dict, 
 
 def test_unknown_ids_are_404_in_openai_envelope(gw: Running) -> None:
     headers = {"Authorization": f"Bearer {KEY_A}"}
-    for method in ("GET", "DELETE"):
-        resp = httpx.request(method, f"{gw.v1}/responses/resp_nope", headers=headers)
+    for method, path in (("GET", "resp_nope"), ("DELETE", "resp_nope"), ("GET", "resp_nope/input_items")):
+        resp = httpx.request(method, f"{gw.v1}/responses/{path}", headers=headers)
         assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
     body = {"model": "remote", "input": "hi", "previous_response_id": "resp_nope"}
     resp = httpx.post(f"{gw.v1}/responses", json=body, headers=headers)

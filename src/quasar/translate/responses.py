@@ -73,8 +73,28 @@ def parse_items(value: str | list[dict[str, Any]]) -> list[Item]:
     return items
 
 
+_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+
+
 def dump_items(items: list[Item]) -> list[dict[str, Any]]:
-    return [item.model_dump(mode="json", exclude_none=True, by_alias=True) for item in items]
+    """Items as the store keeps them, each with an id (a follow-up's history keeps the ids it had)."""
+    dumped = []
+    for item in items:
+        row = item.model_dump(mode="json", exclude_none=True, by_alias=True)
+        row.setdefault("id", new_id(_ID_PREFIX[row["type"]]))
+        dumped.append(row)
+    return dumped
+
+
+def listed_item(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored input item as GET .../input_items shows it: content as parts, with a status."""
+    item = {**row, "status": "completed"}
+    if item["type"] == "message" and isinstance(item["content"], str):
+        if item["role"] == "assistant":
+            item["content"] = [{"type": "output_text", "text": item["content"], "annotations": []}]
+        else:
+            item["content"] = [{"type": "input_text", "text": item["content"]}]
+    return item
 
 
 def to_chat(request: ResponsesRequest, conversation: list[Item]) -> ChatRequest:

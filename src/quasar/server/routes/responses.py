@@ -25,7 +25,7 @@ from starlette.responses import Response, StreamingResponse
 from quasar.api.chat import ChatRequest
 from quasar.api.responses import Item, ResponsesRequest
 from quasar.auth.principal import Principal
-from quasar.errors import EngineError, NotFound, QuasarError, StoreUnavailable
+from quasar.errors import EngineError, InvalidRequest, NotFound, QuasarError, StoreUnavailable
 from quasar.parse import parse_body
 from quasar.server import sse
 from quasar.server.disconnect import Disconnects
@@ -35,6 +35,7 @@ from quasar.store.responses import delete_response, get_response, insert_respons
 from quasar.translate.responses import (
     conversation_after,
     dump_items,
+    listed_item,
     new_id,
     parse_items,
     responses_param,
@@ -215,3 +216,31 @@ async def delete_one(response_id: str, request: Request) -> Response:
     with _store_errors():
         await delete_response(request.app.state.store.engine, response_id)
     return JSON({"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+@router.get("/{response_id}/input_items", summary="A stored response's input items, its history included")
+async def input_items(response_id: str, request: Request) -> Response:
+    """OpenAI's list: `order` (default desc), `limit` (1 to 100, default 20), `after` an item id."""
+    principal = await request.app.state.keys.authenticate(request.headers.get("authorization"))
+    query = request.query_params
+    order, limit = query.get("order", "desc"), query.get("limit", "20")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("Invalid value for 'order': use 'asc' or 'desc'.", param="order")
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        raise InvalidRequest("Invalid value for 'limit': an integer from 1 to 100.", param="limit")
+    row = await _visible(request, response_id, principal)
+    items = [listed_item(item) for item in row["input"]]
+    if order == "desc":
+        items.reverse()
+    ids = [item["id"] for item in items]
+    start = ids.index(query["after"]) + 1 if query.get("after") in ids else 0
+    page = items[start : start + int(limit)]
+    return JSON(
+        {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": start + len(page) < len(items),
+        }
+    )
