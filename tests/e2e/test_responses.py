@@ -83,6 +83,8 @@ def test_plain_answer_and_what_the_upstream_got(gw: Running, fake: FakeProvider)
     row = wait_for(logged)[0]
     assert row["model"] == "remote" and row["status"] == "ok" and row["completion_tokens"] == 500
     assert row["key_id"] is not None and row["messages"][1]["content"] == "Say hello"
+    metrics = httpx.get(f"{gw.url}/metrics", headers={"Authorization": f"Bearer {MASTER}"}).text
+    assert 'endpoint="responses"' in metrics
 
 
 def test_request_breakdown_rides_on_the_response(gw: Running) -> None:

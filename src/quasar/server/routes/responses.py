@@ -82,7 +82,9 @@ async def create(request: Request, started: float) -> Response:
         assert turn.request is not None
         return to_chat(turn.request, turn.conversation)
 
-    call = Call(request.state.request_id, authorization, read_body, started=started, translate=translate)
+    call = Call(
+        request.state.request_id, authorization, read_body, started=started, translate=translate, endpoint="responses"
+    )
     try:
         reply = await service.chat(call)
         assert turn.request is not None
