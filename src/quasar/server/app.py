@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from quasar import __version__
+from quasar.api.responses import ResponsesRequest
 from quasar.catalog import build_models
 from quasar.config import Settings
 from quasar.server import errors, state
@@ -25,6 +26,8 @@ from quasar.server.routes.chat import CHAT_ENDPOINTS
 from quasar.server.routes.messages import MESSAGES_ENDPOINTS
 from quasar.server.routes.metrics import router as metrics_router
 from quasar.server.routes.models import router as models_router
+from quasar.server.routes.responses import RESPONSES_PATH
+from quasar.server.routes.responses import router as responses_router
 from quasar.server.routes.usage import router as usage_router
 
 log = logging.getLogger("quasar")
@@ -108,6 +111,7 @@ def create_app(
     app.include_router(admin_router)
     app.include_router(usage_router)
     app.include_router(metrics_router)
+    app.include_router(responses_router)
     errors.install(app)
     _install_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.server.max_body_bytes)
@@ -157,7 +161,24 @@ def _install_openapi(app: FastAPI) -> None:
                     },
                 }
             }
+        _add_responses(schema, components)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_responses(schema: dict, components: dict) -> None:
+    """POST /v1/responses, which the fast path answers, beside its GET and DELETE routes."""
+    defs = ResponsesRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(defs.pop("$defs", {}))
+    components[ResponsesRequest.__name__] = defs
+    ref = {"$ref": f"#/components/schemas/{ResponsesRequest.__name__}"}
+    schema["paths"].setdefault(RESPONSES_PATH, {})["post"] = {
+        "summary": "Create a response (OpenAI's Responses API, answered through the chat pipeline)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": ref}}},
+        "responses": {
+            "200": {"description": "A response object, or its typed events (response.created ... response.completed)"},
+            "default": {"description": "An error in OpenAI's envelope"},
+        },
+    }

@@ -24,6 +24,7 @@ from quasar.server.errors import error_response, not_allowed, unexpected
 from quasar.server.middleware import BodyLimit, RequestId
 from quasar.server.routes.chat import CHAT_ENDPOINTS, chat
 from quasar.server.routes.messages import MESSAGES_APPS
+from quasar.server.routes.responses import RESPONSES_PATH, create
 
 
 class ChatFastPath:
@@ -32,7 +33,10 @@ class ChatFastPath:
 
     @staticmethod
     def handles(scope: Scope) -> bool:
-        return scope["type"] == "http" and (scope["path"] in CHAT_ENDPOINTS or scope["path"] in MESSAGES_APPS)
+        if scope["type"] != "http":
+            return False
+        path = scope["path"]
+        return path in CHAT_ENDPOINTS or path in MESSAGES_APPS or path == RESPONSES_PATH
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
@@ -49,7 +53,8 @@ class ChatFastPath:
                 response = not_allowed(scope["method"], scope["path"], "POST")
             else:
                 try:
-                    response = await chat(request, started)
+                    handler = create if scope["path"] == RESPONSES_PATH else chat
+                    response = await handler(request, started)
                 except QuasarError as exc:
                     response = error_response(exc)
                 except Exception:

@@ -61,6 +61,19 @@ request_log = Table(
     Index("ix_request_log_model", "model", "created"),
 )
 
+# Responses API conversations (store/responses.py): `input` is the conversation up to this answer,
+# `response` the Response object as it was returned.
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key_id", String(64)),
+    Column("created", Float, nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("input", JSON, nullable=False),
+    Column("response", JSON, nullable=False),
+)
+
 
 def plain(row: Any) -> dict[str, Any]:
     """A result row as a dict with plain str keys (SQLAlchemy's column names are a str subclass)."""
