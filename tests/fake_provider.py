@@ -139,7 +139,8 @@ class FakeProvider:
                 await resp.prepare(request)
                 await resp.write(b'data: {"choices":[{"index":0,"delta":{"content":"' + b"x" * size + b'"}}]}\n\n')
                 return resp
-            content = b'{"object":"chat.completion","choices":[{"index":0,"message":{"content":"' + b"x" * size + b'"}}]}'
+            head = b'{"object":"chat.completion","choices":[{"index":0,"message":{"content":"'
+            content = head + b"x" * size + b'"}}]}'
             return web.Response(body=content, content_type="application/json")
         if kind == "echo-key":
             return self._error(401, f"Incorrect API key provided: {request.headers.get('Authorization', '')}", "")
