@@ -104,7 +104,7 @@
         el("h4", {}, "Routing trace"), traceView(row.trace),
         el("h4", {}, "Messages"), row.messages ? pre(row.messages) : el("p", {}, "not logged"),
         el("h4", {}, "Reply"), row.reply ? pre(row.reply) : el("p", {}, "not logged"),
-        row.metadata ? el("div", {}, el("h4", {}, "Metadata"), pre(row.metadata)) : null);
+        el("h4", {}, "Metadata"), row.metadata ? pre(row.metadata) : el("p", {}, "none"));
       box.scrollIntoView({ block: "nearest" });
     } catch (err) {
       box.replaceChildren(el("p", { class: "error" }, err.message));
