@@ -89,6 +89,7 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 def screenshots(page: Page, folder: Path, name: str) -> None:
+    page.evaluate("window.scrollTo(0, 0)")
     for size, (width, height) in SIZES.items():
         page.set_viewport_size({"width": width, "height": height})
         page.screenshot(path=str(folder / f"{name}-{size}.png"))

@@ -15,8 +15,9 @@ const Charts = (() => {
 
   function label(seconds, span) {
     const d = new Date(seconds * 1000);
-    return span > 2 * 86400 ? d.toLocaleDateString([], { month: "short", day: "numeric" })
-      : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    if (span > 2 * 86400) return d.toLocaleDateString([], { month: "short", day: "numeric" });
+    const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return span > 12 * 3600 ? d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + time : time;
   }
 
   // series: [{name, points: [[time, value], ...]}]; format: value -> text

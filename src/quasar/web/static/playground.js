@@ -198,7 +198,9 @@
   }
 
   function code(lang) {
-    const body = requestBody({ role: "user", content: $("#prompt").value.trim() || "How many days are in a year?" });
+    // The conversation with the draft in the box; an empty one gets seed 000's example question.
+    const draft = $("#prompt").value.trim() || (history.length ? "" : "How many days are in a year?");
+    const body = requestBody(draft ? { role: "user", content: draft } : null);
     const base = location.origin + "/v1";
     if (lang === "curl") {
       const json = JSON.stringify(body, null, 2).replace(/'/g, "'\\''");
