@@ -1,8 +1,9 @@
 """The API the dashboard reads: GET /v1/requests (pages, filters, who sees what), /v1/usage/timeseries and
-/admin/deployments, against a gateway-only Quasar in front of fake providers."""
+/admin/deployments, against a gateway-only Quasar in front of fake providers, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from tests.fake_provider import FakeProvider
 from tests.gateway_config import gateway_config, upstream
 from tests.server import Running, quasar_server
+from tests.store_support import cli, pg_schema
 
 MASTER = "sk-master-dash-api"
 ADMIN = {"Authorization": f"Bearer {MASTER}"}
@@ -25,13 +27,18 @@ def fakes() -> Iterator[tuple[FakeProvider, FakeProvider]]:
         yield alpha, beta
 
 
-@pytest.fixture(scope="module")
-def gw(fakes: tuple[FakeProvider, FakeProvider]) -> Iterator[Running]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def gw(request: pytest.FixtureRequest, fakes: tuple[FakeProvider, FakeProvider]) -> Iterator[Running]:
     alpha, beta = fakes
+    alpha.reset()
     models = {"m-alpha": [upstream(alpha)], "m-beta": [upstream(beta, price={"input": 1.0, "output": 2.0})]}
     config = gateway_config(models, cooldown_seconds=30, retries=0)
-    with quasar_server(config, env={"QUASAR_MASTER_KEY": MASTER}) as running:
-        yield running
+    with contextlib.ExitStack() as stack:
+        env = {"QUASAR_MASTER_KEY": MASTER}
+        if request.param == "postgresql":
+            env["QUASAR_DATABASE_URL"] = stack.enter_context(pg_schema())
+            cli("db", "upgrade", env=env)  # `quasar serve` does not upgrade PostgreSQL
+        yield stack.enter_context(quasar_server(config, env=env))
 
 
 def new_key(gw: Running, name: str) -> tuple[str, str]:
