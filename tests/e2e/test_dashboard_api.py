@@ -145,6 +145,12 @@ def test_timeseries_counts_per_bucket_and_group(gw: Running, traffic: dict[str, 
         assert row["total_tokens"] == row["prompt_tokens"] + row["completion_tokens"]
         assert row["p50_latency_ms"] <= row["p95_latency_ms"]
     assert per_model == {"m-alpha": 5, "m-beta": 5}
+    # nearest-rank percentiles of the rows themselves (ranked in the database)
+    beta = sorted(r["latency_ms"] for r in get(gw, "/v1/requests", model="m-beta").json()["data"])
+    totals = get(gw, "/v1/usage/timeseries", bucket="day", model="m-beta", **{"from": time.time() - 3600}).json()
+    (only,) = totals["data"]
+    assert only["p50_latency_ms"] == pytest.approx(beta[2]) and only["p95_latency_ms"] == pytest.approx(beta[4])
+    assert only["p50_ttft_ms"] is None  # none of them streamed
     minutes = get(gw, "/v1/usage/timeseries", bucket="minute", customer="acme").json()["data"]
     assert sum(r["requests"] for r in minutes) == 2 and all(r["group"] is None for r in minutes)
     assert sum(r["cost"] for r in minutes) > 0  # the fake provider's usage at m-beta's price
