@@ -162,7 +162,8 @@
     const parts = [["status", ended]];
     if (tokens !== null) parts.push(["tokens", tokens]);
     if (first !== null) parts.push(["TTFT", `${Math.round(first - started)} ms`]);
-    if (tokens && first !== null && done > first) parts.push(["tokens/s", (tokens / ((done - first) / 1000)).toFixed(1)]);
+    // a rate over less than 10 ms (a reply that came in one burst) says nothing: left out
+    if (tokens && first !== null && done - first >= 10) parts.push(["tokens/s", (tokens / ((done - first) / 1000)).toFixed(1)]);
     setStats(parts, requestId);
     if (ended === "error" || !requestId) return;
     if (cost === null) cost = await costOf(requestId);
