@@ -120,6 +120,8 @@ def test_filters_and_who_sees_what(gw: Running, traffic: dict[str, Any]) -> None
     [
         ("/v1/requests", {"limit": "0"}, "limit"),
         ("/v1/requests", {"limit": "abc"}, "limit"),
+        ("/v1/requests", {"limit": "²"}, "limit"),
+        ("/v1/requests", {"model": "a\x00b"}, "model"),
         ("/v1/requests", {"status": "fine"}, "status"),
         ("/v1/requests", {"cursor": "garbage"}, "cursor"),
         ("/v1/requests", {"from": "yesterday"}, "from"),

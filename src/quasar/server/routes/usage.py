@@ -95,6 +95,9 @@ def _choice(request: Request, name: str, allowed: tuple[str, ...] | dict, defaul
 def _filter(request: Request, principal: Principal) -> LogFilter:
     """The rows a caller asked for (model, key, customer, status, from, to) among those it may see."""
     query = request.query_params
+    for name in ("key", "customer", "model"):
+        if "\x00" in query.get(name, ""):  # PostgreSQL text holds no NUL character
+            raise InvalidRequest(f"Invalid value for '{name}': it contains a NUL character.", param=name)
     key_id = query.get("key") or None
     if not _sees_all(principal):
         if key_id is not None and key_id != principal.key_id:
@@ -112,7 +115,7 @@ def _filter(request: Request, principal: Principal) -> LogFilter:
 
 def _limit(request: Request) -> int:
     text = request.query_params.get("limit", "50")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:
         raise InvalidRequest(f"Invalid value for 'limit': use an integer from 1 to {MAX_PAGE}.", param="limit")
     return int(text)
 
