@@ -29,9 +29,11 @@ $(TEST_STAMP): $(STAMP) requirements-test.lock
 	$(BIN)/pip install --quiet -r requirements.lock -r requirements-test.lock
 	touch $(TEST_STAMP)
 
-# Debian's packages the end-to-end tests drive: nginx in front of replicas.
+# Debian's packages the end-to-end tests drive: nginx in front of replicas, chromium for the web pages
+# (Playwright drives it by its path; no browser download).
 test-packages:
 	test -x /usr/sbin/nginx || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light)
+	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 test: test-install test-packages
 	$(BIN)/ruff check .

@@ -23,12 +23,14 @@ from quasar.server.reload import Reloader, reload_on_hangup
 from quasar.server.routes import completions
 from quasar.server.routes.admin import router as admin_router
 from quasar.server.routes.chat import CHAT_ENDPOINTS
+from quasar.server.routes.deployments import router as deployments_router
 from quasar.server.routes.messages import MESSAGES_ENDPOINTS
 from quasar.server.routes.metrics import router as metrics_router
 from quasar.server.routes.models import router as models_router
 from quasar.server.routes.responses import RESPONSES_PATH
 from quasar.server.routes.responses import router as responses_router
 from quasar.server.routes.usage import router as usage_router
+from quasar.server.routes.web import router as web_router
 
 log = logging.getLogger("quasar")
 
@@ -112,6 +114,8 @@ def create_app(
     app.include_router(usage_router)
     app.include_router(metrics_router)
     app.include_router(responses_router)
+    app.include_router(deployments_router)
+    app.include_router(web_router)
     errors.install(app)
     _install_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.server.max_body_bytes)

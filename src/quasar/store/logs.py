@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Select, select
+from sqlalchemy import JSON, Select, and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -162,3 +162,37 @@ async def recent(engine: AsyncEngine, where: LogFilter, limit: int) -> list[dict
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).mappings().all()
     return [plain(r) for r in reversed(rows)]
+
+
+# The columns a page of the log lists; the messages, reply and trace are read one row at a time.
+LISTED = tuple(c for c in request_log.columns if c.name not in ("messages", "reply", "trace"))
+
+
+def cursor_of(row: dict[str, Any]) -> str:
+    """The opaque cursor that continues a page after `row`: its time and id."""
+    return f"{row['created']!r}_{row['id']}"
+
+
+def parse_cursor(text: str) -> tuple[float, str]:
+    """(created, id) from `cursor_of`; ValueError for anything else."""
+    created, sep, row_id = text.partition("_")
+    if not sep or not row_id.isalnum() or len(row_id) > 32:
+        raise ValueError(text)
+    return float(created), row_id
+
+
+async def page(
+    engine: AsyncEngine, where: LogFilter, limit: int, after: tuple[float, str] | None = None
+) -> tuple[list[dict[str, Any]], bool]:
+    """Up to `limit` rows matching, newest first, older than the cursor `after`; and whether more follow.
+
+    Keyset paging on (created, id): a deep page costs what the first one does."""
+    c = request_log.c
+    query = where.apply(select(*LISTED))
+    if after is not None:
+        created, row_id = after
+        query = query.where(or_(c.created < created, and_(c.created == created, c.id < row_id)))
+    query = query.order_by(c.created.desc(), c.id.desc()).limit(limit + 1)
+    async with engine.connect() as conn:
+        rows = [plain(r) for r in (await conn.execute(query)).mappings().all()]
+    return rows[:limit], len(rows) > limit

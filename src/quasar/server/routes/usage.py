@@ -1,7 +1,10 @@
-"""Reading the request log back: GET /v1/requests/{id} and GET /v1/usage."""
+"""Reading the request log back: GET /v1/requests (a page), /v1/requests/{id}, /v1/usage and
+/v1/usage/timeseries."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from datetime import datetime
 from typing import Any
 
@@ -9,10 +12,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from quasar.auth.principal import Principal
-from quasar.errors import InvalidRequest, NotFound
+from quasar.errors import InvalidRequest, NotFound, PermissionDenied
 from quasar.server.responses import JSON
-from quasar.store.logs import LogFilter, get_request
-from quasar.store.usage import GROUPS, usage
+from quasar.store.logs import LogFilter, cursor_of, get_request, page, parse_cursor
+from quasar.store.usage import BUCKETS, GROUPS, timeseries, usage
 from quasar.timeparse import parse_time
 
 router = APIRouter(prefix="/v1")
@@ -75,3 +78,90 @@ async def get_usage(request: Request) -> Response:
     )
     data = await usage(request.app.state.store.engine, group_by, where)
     return JSON({"object": "list", "group_by": group_by, "data": data})
+
+
+STATUSES = ("ok", "error", "truncated", "cancelled")
+MAX_PAGE = 200
+MAX_BUCKETS = 5000
+
+
+def _choice(request: Request, name: str, allowed: tuple[str, ...] | dict, default: str | None) -> str | None:
+    value = request.query_params.get(name) or default
+    if value is not None and value not in allowed:
+        raise InvalidRequest(f"Invalid value for '{name}': use one of {', '.join(allowed)}.", param=name)
+    return value
+
+
+def _filter(request: Request, principal: Principal) -> LogFilter:
+    """The rows a caller asked for (model, key, customer, status, from, to) among those it may see."""
+    query = request.query_params
+    for name in ("key", "customer", "model"):
+        if "\x00" in query.get(name, ""):  # PostgreSQL text holds no NUL character
+            raise InvalidRequest(f"Invalid value for '{name}': it contains a NUL character.", param=name)
+    key_id = query.get("key") or None
+    if not _sees_all(principal):
+        if key_id is not None and key_id != principal.key_id:
+            raise PermissionDenied("A key sees only its own requests.", param="key", code="not_own_key")
+        key_id = principal.key_id
+    return LogFilter(
+        key_id=key_id,
+        customer_identifier=query.get("customer") or None,
+        model=query.get("model") or None,
+        status=_choice(request, "status", STATUSES, None),
+        since=_time(request, "from"),
+        until=_time(request, "to"),
+    )
+
+
+def _limit(request: Request) -> int:
+    text = request.query_params.get("limit", "50")
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:
+        raise InvalidRequest(f"Invalid value for 'limit': use an integer from 1 to {MAX_PAGE}.", param="limit")
+    return int(text)
+
+
+@router.get("/requests", summary="A page of the request log, newest first, with filters")
+async def list_requests(request: Request) -> Response:
+    principal = await _caller(request)
+    where, limit = _filter(request, principal), _limit(request)
+    after = None
+    if cursor := request.query_params.get("cursor"):
+        try:
+            after = parse_cursor(cursor)
+        except ValueError:
+            message = "Invalid value for 'cursor': pass a next_cursor from a page."
+            raise InvalidRequest(message, param="cursor") from None
+    rows, more = await page(request.app.state.store.engine, where, limit, after)
+    next_cursor = cursor_of(rows[-1]) if more else None
+    return JSON({"object": "list", "data": rows, "has_more": more, "next_cursor": next_cursor})
+
+
+@router.get("/usage/timeseries", summary="Usage per minute, hour or day, optionally by model, key or customer")
+async def get_timeseries(request: Request) -> Response:
+    principal = await _caller(request)
+    bucket = _choice(request, "bucket", BUCKETS, "hour")
+    group_by = _choice(request, "group_by", GROUPS, None)
+    where = _filter(request, principal)
+    now = time.time()
+    since = where.since if where.since is not None else now - 86400
+    until = where.until if where.until is not None else now
+    if until <= since:
+        raise InvalidRequest("Invalid value for 'to': it must be after 'from'.", param="to")
+    if (until - since) / BUCKETS[bucket] > MAX_BUCKETS:
+        raise InvalidRequest(
+            f"Invalid value for 'bucket': '{bucket}' makes over {MAX_BUCKETS} buckets of that range; use a larger one.",
+            param="bucket",
+        )
+    where = dataclasses.replace(where, since=since, until=until)
+    data = await timeseries(request.app.state.store.engine, bucket, group_by, where)
+    return JSON(
+        {
+            "object": "list",
+            "bucket": bucket,
+            "bucket_seconds": BUCKETS[bucket],
+            "group_by": group_by,
+            "from": since,
+            "to": until,
+            "data": data,
+        }
+    )

@@ -1,0 +1,179 @@
+"""The API the dashboard reads: GET /v1/requests (pages, filters, who sees what), /v1/usage/timeseries and
+/admin/deployments, against a gateway-only Quasar in front of fake providers, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2 as httpx
+import openai
+import pytest
+
+from tests.fake_provider import FakeProvider
+from tests.gateway_config import gateway_config, upstream
+from tests.server import Running, quasar_server
+from tests.store_support import cli, pg_schema
+
+MASTER = "sk-master-dash-api"
+ADMIN = {"Authorization": f"Bearer {MASTER}"}
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[tuple[FakeProvider, FakeProvider]]:
+    with FakeProvider("alpha") as alpha, FakeProvider("beta") as beta:
+        yield alpha, beta
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def gw(request: pytest.FixtureRequest, fakes: tuple[FakeProvider, FakeProvider]) -> Iterator[Running]:
+    alpha, beta = fakes
+    alpha.reset()
+    models = {"m-alpha": [upstream(alpha)], "m-beta": [upstream(beta, price={"input": 1.0, "output": 2.0})]}
+    config = gateway_config(models, cooldown_seconds=30, retries=0)
+    with contextlib.ExitStack() as stack:
+        env = {"QUASAR_MASTER_KEY": MASTER}
+        if request.param == "postgresql":
+            env["QUASAR_DATABASE_URL"] = stack.enter_context(pg_schema())
+            cli("db", "upgrade", env=env)  # `quasar serve` does not upgrade PostgreSQL
+        yield stack.enter_context(quasar_server(config, env=env))
+
+
+def new_key(gw: Running, name: str) -> tuple[str, str]:
+    made = httpx.post(f"{gw.url}/admin/keys", headers=ADMIN, json={"name": name}).json()
+    return made["id"], made["key"]
+
+
+def chat(gw: Running, key: str, model: str, n: int, **extra: Any) -> list[str]:
+    client = openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0)
+    ids = []
+    for _ in range(n):
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], extra_body=extra or None
+        )
+        ids.append(raw.headers["x-request-id"])
+    return ids
+
+
+def get(gw: Running, path: str, auth: str = MASTER, **params: Any) -> httpx.Response:
+    return httpx.get(f"{gw.url}{path}", params=params, headers={"Authorization": f"Bearer {auth}"})
+
+
+def wait_logged(gw: Running, request_ids: list[str]) -> None:
+    deadline = time.monotonic() + 10
+    for request_id in request_ids:
+        while get(gw, f"/v1/requests/{request_id}").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def traffic(gw: Running) -> dict[str, Any]:
+    """Seven requests by key A (five to m-alpha, two for customer acme to m-beta), three by key B."""
+    a_id, a_key = new_key(gw, "a")
+    b_id, b_key = new_key(gw, "b")
+    ids_a = chat(gw, a_key, "m-alpha", 5) + chat(gw, a_key, "m-beta", 2, customer_identifier="acme")
+    ids_b = chat(gw, b_key, "m-beta", 3)
+    wait_logged(gw, ids_a + ids_b)
+    return {"a": (a_id, a_key, ids_a), "b": (b_id, b_key, ids_b)}
+
+
+def test_pages_walk_the_whole_log_newest_first(gw: Running, traffic: dict[str, Any]) -> None:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        body = get(gw, "/v1/requests", **params).json()
+        assert len(body["data"]) <= 3
+        seen += [r["request_id"] for r in body["data"]]
+        assert "messages" not in body["data"][0] and "trace" not in body["data"][0]
+        if not body["has_more"]:
+            assert body["next_cursor"] is None
+            break
+        cursor = body["next_cursor"]
+    everything = traffic["a"][2] + traffic["b"][2]
+    assert seen == list(reversed(everything))
+
+
+def test_filters_and_who_sees_what(gw: Running, traffic: dict[str, Any]) -> None:
+    a_id, a_key, ids_a = traffic["a"]
+    b_id, _, ids_b = traffic["b"]
+    by_model = get(gw, "/v1/requests", model="m-beta").json()["data"]
+    assert {r["request_id"] for r in by_model} == set(ids_a[5:] + ids_b)
+    by_customer = get(gw, "/v1/requests", customer="acme").json()["data"]
+    assert {r["request_id"] for r in by_customer} == set(ids_a[5:])
+    by_key = get(gw, "/v1/requests", key=b_id).json()["data"]
+    assert {r["request_id"] for r in by_key} == set(ids_b)
+    assert get(gw, "/v1/requests", status="error").json()["data"] == []
+    own = get(gw, "/v1/requests", auth=a_key, limit=200).json()["data"]
+    assert {r["request_id"] for r in own} == set(ids_a)  # a managed key sees its own rows only
+    refused = get(gw, "/v1/requests", auth=a_key, key=b_id)
+    assert refused.status_code == 403 and refused.json()["error"]["param"] == "key"
+    future = get(gw, "/v1/requests", **{"from": time.time() + 3600}).json()
+    assert future["data"] == [] and not future["has_more"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "param"),
+    [
+        ("/v1/requests", {"limit": "0"}, "limit"),
+        ("/v1/requests", {"limit": "abc"}, "limit"),
+        ("/v1/requests", {"limit": "²"}, "limit"),
+        ("/v1/requests", {"model": "a\x00b"}, "model"),
+        ("/v1/requests", {"status": "fine"}, "status"),
+        ("/v1/requests", {"cursor": "garbage"}, "cursor"),
+        ("/v1/requests", {"from": "yesterday"}, "from"),
+        ("/v1/usage/timeseries", {"bucket": "week"}, "bucket"),
+        ("/v1/usage/timeseries", {"group_by": "colour"}, "group_by"),
+        ("/v1/usage/timeseries", {"to": "1970-01-02"}, "to"),
+        ("/v1/usage/timeseries", {"bucket": "minute", "from": "2020-01-01"}, "bucket"),
+    ],
+)
+def test_bad_query_parameters_are_400_naming_them(gw: Running, path: str, params: dict, param: str) -> None:
+    got = get(gw, path, **params)
+    assert got.status_code == 400, got.text
+    assert got.json()["error"]["param"] == param
+
+
+def test_timeseries_counts_per_bucket_and_group(gw: Running, traffic: dict[str, Any]) -> None:
+    body = get(gw, "/v1/usage/timeseries", bucket="day", group_by="model").json()
+    assert body["bucket_seconds"] == 86400
+    per_model: dict[str, int] = {}
+    for row in body["data"]:
+        assert row["time"] % 86400 == 0
+        per_model[row["group"]] = per_model.get(row["group"], 0) + row["requests"]
+        assert row["total_tokens"] == row["prompt_tokens"] + row["completion_tokens"]
+        assert row["p50_latency_ms"] <= row["p95_latency_ms"]
+    assert per_model == {"m-alpha": 5, "m-beta": 5}
+    # nearest-rank percentiles of the rows themselves (ranked in the database)
+    beta = sorted(r["latency_ms"] for r in get(gw, "/v1/requests", model="m-beta").json()["data"])
+    totals = get(gw, "/v1/usage/timeseries", bucket="day", model="m-beta", **{"from": time.time() - 3600}).json()
+    (only,) = totals["data"]
+    assert only["p50_latency_ms"] == pytest.approx(beta[2]) and only["p95_latency_ms"] == pytest.approx(beta[4])
+    assert only["p50_ttft_ms"] is None  # none of them streamed
+    minutes = get(gw, "/v1/usage/timeseries", bucket="minute", customer="acme").json()["data"]
+    assert sum(r["requests"] for r in minutes) == 2 and all(r["group"] is None for r in minutes)
+    assert sum(r["cost"] for r in minutes) > 0  # the fake provider's usage at m-beta's price
+    a_key = traffic["a"][1]
+    own = get(gw, "/v1/usage/timeseries", auth=a_key, bucket="day").json()["data"]
+    assert sum(r["requests"] for r in own) == 7
+
+
+def test_deployments_show_cooldown_and_need_the_master_key(
+    gw: Running, fakes: tuple[FakeProvider, FakeProvider], traffic: dict[str, Any]
+) -> None:
+    alpha, _ = fakes
+    alpha.script("429")
+    client = openai.OpenAI(base_url=gw.v1, api_key=MASTER, max_retries=0)
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model="m-alpha", messages=[{"role": "user", "content": "hi"}])
+    rows = {d["name"]: d for d in get(gw, "/admin/deployments").json()["data"]}
+    assert set(rows) == {"m-alpha#0", "m-beta#0"}
+    assert rows["m-alpha#0"]["cooling_down"] and rows["m-alpha#0"]["cooldown_seconds_left"] > 20
+    assert not rows["m-beta#0"]["cooling_down"]
+    assert rows["m-beta#0"]["in_flight"] == 0 and rows["m-beta#0"]["provider"] == "beta"
+    assert "slots" not in rows["m-beta#0"]  # only a local engine has slots
+    refused = get(gw, "/admin/deployments", auth=traffic["a"][1])
+    assert refused.status_code == 403
