@@ -22,6 +22,7 @@ from quasar.server.reload import Reloader, reload_on_hangup
 from quasar.server.routes import completions
 from quasar.server.routes.admin import router as admin_router
 from quasar.server.routes.chat import CHAT_ENDPOINTS
+from quasar.server.routes.embeddings import router as embeddings_router
 from quasar.server.routes.messages import MESSAGES_ENDPOINTS
 from quasar.server.routes.models import router as models_router
 from quasar.server.routes.usage import router as usage_router
@@ -106,6 +107,7 @@ def create_app(
     app.include_router(completions.router)
     app.include_router(admin_router)
     app.include_router(usage_router)
+    app.include_router(embeddings_router)
     errors.install(app)
     _install_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.server.max_body_bytes)
