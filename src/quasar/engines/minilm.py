@@ -64,12 +64,8 @@ def _safetensors(raw: bytes) -> dict[str, Any]:
         if name == "__metadata__":
             continue
         start, end = info["data_offsets"]
-        array = np.frombuffer(
-            raw,
-            dtype=_DTYPES[info["dtype"]],
-            count=(end - start) // np.dtype(_DTYPES[info["dtype"]]).itemsize,
-            offset=base + start,
-        )
+        dtype = np.dtype(_DTYPES[info["dtype"]])
+        array = np.frombuffer(raw, dtype=dtype, count=(end - start) // dtype.itemsize, offset=base + start)
         out[name] = array.reshape(info["shape"])
     return out
 
@@ -133,8 +129,9 @@ def convert(zip_path: Path, out: Path) -> None:
         new = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if new is None:
             raise ConfigError(f"{zip_path}: no GGUF name for tensor {name}")
-        data = array.astype(np.float16) if array.ndim == 2 and not new.startswith("token_types") else array
-        writer.add_tensor(new, np.ascontiguousarray(data, dtype=data.dtype if data.ndim == 2 else np.float32))
+        # as llama.cpp's converter writes F16: matrices in F16, vectors (and the tiny token-type table) in F32
+        half = array.ndim == 2 and new != "token_types.weight"
+        writer.add_tensor(new, np.ascontiguousarray(array, dtype=np.float16 if half else np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
