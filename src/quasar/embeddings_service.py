@@ -34,7 +34,7 @@ from quasar.errors import InvalidRequest, QuasarError, UpstreamError
 from quasar.gateway.router import Router
 from quasar.gateway.trace import Trace
 from quasar.parse import parse_body
-from quasar.service import Call, Reply
+from quasar.service import Call, ChatService, Reply
 from quasar.store.writer import LogWriter
 
 
@@ -57,6 +57,19 @@ class EmbeddingsService:
         self.meter = meter
         self.log = log
         self.secrets = secrets
+
+    @classmethod
+    def alongside(cls, chat: ChatService) -> EmbeddingsService:
+        """The embeddings use case over the chat service's models and its stage objects."""
+        return cls(
+            chat.settings,
+            chat.models,
+            keys=chat.keys,
+            router=chat.router,
+            meter=chat.meter,
+            log=chat.log,
+            secrets=chat.secrets,
+        )
 
     async def embed(self, call: Call) -> Reply:
         record = RequestRecord(call.request_id, started=call.started)

@@ -48,15 +48,7 @@ def install(app: FastAPI, settings: Settings, models: dict[str, ModelEntry]) -> 
     )
     health = app.state.service.router.health
     app.state.health_events = HealthEvents(redis, settings.redis_namespace, health) if redis else None
-    app.state.embeddings = EmbeddingsService(
-        settings,
-        models,
-        keys=keys,
-        router=app.state.service.router,
-        meter=app.state.meter,
-        log=store.writer,
-        secrets=app.state.service.secrets,
-    )
+    app.state.embeddings = EmbeddingsService.alongside(app.state.service)
 
 
 async def start(app: FastAPI) -> None:
