@@ -11,7 +11,9 @@ ratios (HTTP / in-process).
 
     .venv/bin/python benchmarks/embeddings.py [--batches 1 32 256] [--rounds 5] [--threads 2] [--encoding float]
 
-Inputs are short texts (about ten words), a different set in every request.
+Inputs are short texts (about ten words), a different set in every request. The HTTP side's llama.cpp
+runs at `nice: 0`, the in-process side's priority (Quasar's default of 5 would hand a busy machine's
+other processes the difference).
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def config(threads: int) -> str:
     return (
         "models:\n  - name: minilm\n    mode: embedding\n    deployments:\n"
         f"      - engine: llamacpp\n        path: builtin:all-minilm-l6-v2\n        parallel: {PARALLEL}\n"
-        f"        context_length: {CONTEXT}\n        threads: {threads}\n"
+        f"        context_length: {CONTEXT}\n        threads: {threads}\n        nice: 0\n"
     )
 
 

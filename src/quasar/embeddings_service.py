@@ -137,8 +137,9 @@ def _take_request(
     record.customer_identifier = options.customer_identifier
     record.metadata = options.metadata or None
     record.keep_content = False
-    extra = request.model_extra or {}
-    record.secrets = [*secrets, *_strings([extra.get(name) for name in SECRET_FIELDS])]
+    extra = request.model_extra
+    given = [extra[name] for name in SECRET_FIELDS if name in extra] if extra else None
+    record.secrets = [*secrets, *_strings(given)] if given else secrets
 
 
 def _shape(body: dict[str, Any], request: EmbeddingRequest, model: str, matryoshka: bool) -> dict[str, Any]:
