@@ -72,6 +72,7 @@ def test_token_arrays(client: openai.OpenAI) -> None:
         ({"input": "x", "dimensions": 0}, "dimensions"),
         ({"input": "x", "dimensions": 64}, "dimensions"),  # not a Matryoshka model
         ({"input": "word " * 2000}, "input"),  # longer than the model's 512 tokens
+        ({"input": [[99999]]}, "input"),  # past the vocabulary
         ({"input": "x", "model": "spark"}, "model"),  # a chat model
     ],
 )

@@ -536,7 +536,7 @@ def _drop(server: Any) -> None:
 
 
 def _embedding_error(error: dict[str, Any]) -> QuasarError:
-    """llama.cpp's error for an embedding request: an input longer than the context is the client's to fix."""
+    """llama.cpp's error for an embedding request: what it refuses (too long, unknown token ids) is the input's."""
     message = str(error.get("message", "llama.cpp error"))
     if error.get("type") == "exceed_context_size_error" or "too large to process" in message:
         return ContextLengthExceeded(
@@ -544,6 +544,10 @@ def _embedding_error(error: dict[str, Any]) -> QuasarError:
             f"input; an input has {error.get('n_prompt_tokens', 'more')} tokens. Shorten it.",
             param="input",
         )
+    if error.get("code") == 400 or error.get("type") == "invalid_request_error":
+        return InvalidRequest(
+            f"Invalid value for 'input': {message}", param="input"
+        )  # e.g. a token id past the vocabulary
     return _map_error(error)
 
 
