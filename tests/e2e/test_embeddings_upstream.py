@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2 as httpx
 import openai
@@ -15,7 +16,7 @@ import yaml
 from tests.fake_provider import FakeProvider
 from tests.gateway_config import upstream
 from tests.server import Running, quasar_server
-from tests.store_support import database_url, log_rows, wait_for
+from tests.store_support import MASTER, admin_headers, database_url, log_rows, wait_for
 
 PRICE = {"input": 100.0, "output": 0.0}  # USD per million tokens
 
@@ -136,3 +137,23 @@ def test_the_log_row_has_model_tokens_and_cost(gw: Running) -> None:
     assert (logged["model"], logged["deployment"], logged["status"]) == ("embed", "embed#0", "ok")
     assert (logged["prompt_tokens"], logged["completion_tokens"]) == (6, 0)
     assert logged["cost"] == pytest.approx(6 * 100.0 / 1e6) and logged["metadata"] == {"job": "index"}
+
+
+def test_a_reload_turns_a_chat_model_into_an_embedding_model(fakes: tuple[FakeProvider, FakeProvider]) -> None:
+    a, _ = fakes
+
+    def config(mode: str) -> str:
+        return yaml.safe_dump({"models": [{"name": "m", "mode": mode, "deployments": [upstream(a)]}]})
+
+    with quasar_server(config("chat"), env={"QUASAR_MASTER_KEY": MASTER}) as srv:
+        assert (
+            httpx.post(f"{srv.v1}/embeddings", json={"model": "m", "input": "x"}, headers=admin_headers()).status_code
+            == 400
+        )
+        (Path(srv.log_path).parent / "quasar.yaml").write_text(config("embedding"))
+        assert httpx.post(f"{srv.url}/admin/reload", headers=admin_headers()).status_code == 200
+        resp = httpx.post(f"{srv.v1}/embeddings", json={"model": "m", "input": "x"}, headers=admin_headers())
+        assert resp.status_code == 200 and len(resp.json()["data"][0]["embedding"]) == 8
+        hi = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        chat = httpx.post(f"{srv.v1}/chat/completions", json=hi, headers=admin_headers())
+        assert chat.status_code == 400 and chat.json()["error"]["param"] == "model"
