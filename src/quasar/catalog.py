@@ -16,6 +16,8 @@ class ModelEntry:
     name: str
     deployments: list[tuple[Deployment, Engine]]
     created: int
+    mode: str = "chat"  # or "embedding"
+    matryoshka: bool = False  # an embedding model whose vectors may be truncated to `dimensions`
 
     @property
     def context_length(self) -> int:
@@ -42,4 +44,7 @@ class ModelEntry:
 
 def build_models(settings: Settings) -> dict[str, ModelEntry]:
     now = int(time.time())
-    return {m.name: ModelEntry(m.name, [(d, build_engine(d)) for d in m.deployments], now) for m in settings.models}
+    return {
+        m.name: ModelEntry(m.name, [(d, build_engine(d, m.mode)) for d in m.deployments], now, m.mode, m.matryoshka)
+        for m in settings.models
+    }

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from quasar.errors import ConfigError
 
 BUILTIN_MODEL = "builtin:smollm2-135m-instruct"
+BUILTIN_EMBEDDING_MODEL = "builtin:all-minilm-l6-v2"  # converted to GGUF by `make install` (engines/minilm.py)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -65,7 +66,10 @@ class Deployment(_Strict):
     @model_validator(mode="after")
     def _engine_fields(self) -> Deployment:
         if self.engine == "llamacpp" and not self.path:
-            raise ValueError("a llamacpp deployment needs 'path' (a .gguf file or builtin:smollm2-135m-instruct)")
+            raise ValueError(
+                "a llamacpp deployment needs 'path' (a .gguf file, builtin:smollm2-135m-instruct or "
+                "builtin:all-minilm-l6-v2)"
+            )
         if self.engine == "openai" and not (self.base_url or self.provider):
             raise ValueError("an openai deployment needs 'base_url' or a 'provider' preset")
         return self
@@ -78,7 +82,18 @@ def deployment_name(model: str, index: int, deployment: Deployment) -> str:
 
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
+    # chat: /v1/chat/completions and the other generating endpoints; embedding: /v1/embeddings only
+    mode: Literal["chat", "embedding"] = "chat"
+    # an embedding model trained so that a prefix of its vector is an embedding too (Matryoshka): then a
+    # request's `dimensions` truncates and renormalises it; otherwise `dimensions` is refused
+    matryoshka: bool = False
     deployments: list[Deployment] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _matryoshka_embeds(self) -> ModelConfig:
+        if self.matryoshka and self.mode != "embedding":
+            raise ValueError("matryoshka applies to models with mode: embedding")
+        return self
 
 
 class RouterConfig(_Strict):
@@ -139,6 +154,7 @@ class CacheConfig(_Strict):
 class ServerConfig(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_n: int = Field(8, ge=1, le=128)
+    max_embedding_inputs: int = Field(2048, ge=1)  # inputs in one /v1/embeddings request (OpenAI's bound)
     shutdown_grace_seconds: float = Field(10.0, ge=0)  # on SIGTERM/SIGINT, for requests in flight to finish
     header_timeout_seconds: float = Field(10.0, gt=0)  # for a request's head to arrive; else 408, closed
     body_timeout_seconds: float = Field(30.0, gt=0)  # for a request's whole body to arrive; else 408
@@ -177,13 +193,19 @@ class Settings(_Strict):
 
 
 def default_settings() -> dict[str, Any]:
-    """The config used when none is given: the built-in model served as `spark`."""
+    """The config used when none is given: the built-in model served as `spark`, and the built-in embedding
+    model as `all-minilm-l6-v2`."""
     return {
         "models": [
             {
                 "name": "spark",
                 "deployments": [{"engine": "llamacpp", "path": BUILTIN_MODEL, "parallel": 4}],
-            }
+            },
+            {
+                "name": "all-minilm-l6-v2",
+                "mode": "embedding",
+                "deployments": [{"engine": "llamacpp", "path": BUILTIN_EMBEDDING_MODEL, "context_length": 512}],
+            },
         ]
     }
 

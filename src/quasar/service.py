@@ -82,7 +82,11 @@ class ChatService:
     ) -> None:
         self.settings = settings
         self.models = models
-        self.router = Router(settings.router, {name: entry.deployments for name, entry in models.items()})
+        self.router = Router(
+            settings.router,
+            {name: entry.deployments for name, entry in models.items()},
+            {name: entry.mode for name, entry in models.items()},
+        )
         self.keys = keys
         self.meter = meter
         self.cache = cache

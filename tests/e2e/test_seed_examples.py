@@ -111,11 +111,12 @@ def test_seed_002_curl_example(server: Running) -> None:
 def test_models_endpoints(server: Running) -> None:
     listed = httpx.get(server.v1 + "/models").json()
     assert listed["object"] == "list"
-    (model,) = listed["data"]
+    model, embedding = listed["data"]  # the built-in chat model and the built-in embedding model
+    assert embedding["id"] == "all-minilm-l6-v2" and embedding["context_length"] == 512
     assert model["id"] == "spark" and model["object"] == "model"
     assert model["owned_by"] == "quasar" and model["context_length"] == 8192
     one = httpx.get(server.v1 + "/models/spark").json()
     assert one == model
     client = OpenAI(base_url=server.v1, api_key="x")
-    assert [m.id for m in client.models.list()] == ["spark"]
+    assert [m.id for m in client.models.list()] == ["spark", "all-minilm-l6-v2"]
     assert client.models.retrieve("spark").owned_by == "quasar"

@@ -64,6 +64,16 @@ class Meter:
         reservation = await self.limits.reserve(subjects, tokens, worst)
         return Admission(reservation, reservation.headers())
 
+    async def admit_input(self, plan: Plan, prompt: int, principal: Principal, options: GatewayOptions) -> Admission:
+        """Reserve a request that reads at most `prompt` tokens and writes none (embeddings), at the
+        highest input price of the plan's candidates."""
+        subjects = self.subjects(principal, options.customer_identifier)
+        if not subjects:
+            return UNLIMITED
+        worst = max(cost_of(c.deployment.price, prompt, 0, 0) for c in plan.candidates)
+        reservation = await self.limits.reserve(subjects, prompt, worst)
+        return Admission(reservation, reservation.headers())
+
     def settle(self, admission: Admission, record: RequestRecord) -> None:
         """Settle the reservation to the record's real tokens and cost, off the request path."""
         if admission.reservation is None:

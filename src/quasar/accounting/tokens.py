@@ -28,3 +28,19 @@ def prompt_estimate(messages: Iterable[Message]) -> int:
 
 def prompt_upper_bound(messages: Iterable[Message]) -> int:
     return TEMPLATE_TOKENS_BASE + sum(len(m.text().encode()) + TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
+
+
+EMBEDDING_TOKENS_PER_INPUT = 2  # the tokens an embedding model adds around each input ([CLS] and [SEP])
+
+
+def longest_input_estimate(inputs: list[str] | list[list[int]]) -> int:
+    """The tokens of the longest embedding input, estimated (token-id lists are counted): each input must
+    fit the model's context on its own."""
+    return max(len(i) if isinstance(i, list) else estimate(i) for i in inputs) + EMBEDDING_TOKENS_PER_INPUT
+
+
+def inputs_upper_bound(inputs: list[str] | list[list[int]]) -> int:
+    """At most this many tokens: a UTF-8 byte per token of a text, token-id lists as they are."""
+    return sum(len(i) if isinstance(i, list) else len(i.encode()) for i in inputs) + EMBEDDING_TOKENS_PER_INPUT * len(
+        inputs
+    )

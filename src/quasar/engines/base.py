@@ -1,8 +1,10 @@
 """The engine contract every back-end implements.
 
 `chat` returns a whole OpenAI-shaped chat.completion dict; `stream` yields chat.completion.chunk dicts,
-the usage chunk (choices == []) last. Closing the stream's iterator cancels the generation. Engines map
-their own failures to quasar.errors before they reach the caller.
+the usage chunk (choices == []) last. Closing the stream's iterator cancels the generation. `embed` (on
+the deployments of a model with `mode: embedding`) returns OpenAI's embeddings list body, float vectors
+in input order with usage, for a batch of inputs embedded together. Engines map their own failures to
+quasar.errors before they reach the caller.
 """
 
 from __future__ import annotations
@@ -40,3 +42,6 @@ class Engine(Protocol):
     async def chat(self, request: ChatRequest) -> dict[str, Any]: ...
 
     def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def embed(self, inputs: list[str] | list[list[int]], model: str) -> dict[str, Any]:
+        """`model`: the name the client asked for (an upstream is sent its own `model` when it has one)."""

@@ -7,11 +7,12 @@ from quasar.engines.base import Engine
 from quasar.errors import ConfigError
 
 
-def build_engine(deployment: Deployment) -> Engine:
+def build_engine(deployment: Deployment, mode: str = "chat") -> Engine:
+    """The engine of one deployment of a model whose `mode` is chat or embedding."""
     if deployment.engine == "llamacpp":
         from quasar.engines.llamacpp import LlamaCppEngine
 
-        return LlamaCppEngine(deployment)
+        return LlamaCppEngine(deployment, mode=mode)
     if deployment.engine == "openai":
         from quasar.engines.openai import OpenAIEngine
 

@@ -39,12 +39,13 @@ from typing import Any
 import orjson
 
 from quasar.api.chat import ChatRequest
-from quasar.config import BUILTIN_MODEL, Deployment
+from quasar.config import BUILTIN_EMBEDDING_MODEL, BUILTIN_MODEL, Deployment
 from quasar.engines import completion, sched
 from quasar.engines.assemble import Assembler, merge_usage
 from quasar.engines.handover import Handover
 from quasar.engines.http import Pool
 from quasar.engines.kvbudget import KvBudget
+from quasar.engines.minilm import installed_path
 from quasar.errors import (
     ConfigError,
     ContextLengthExceeded,
@@ -82,6 +83,8 @@ def builtin_model_path() -> Path:
 
 def resolve_model_path(path: str) -> Path:
     """Check that `path` names a readable GGUF file; raise ConfigError saying what is wrong."""
+    if path == BUILTIN_EMBEDDING_MODEL:
+        return installed_path()
     p = builtin_model_path() if path == BUILTIN_MODEL else Path(path).expanduser()
     if not p.exists():
         raise ConfigError(f"model file not found: {p}")
@@ -98,8 +101,9 @@ class LlamaCppEngine:
     owned_by = "quasar"
     capabilities: frozenset[str] = frozenset({"json_schema"})
 
-    def __init__(self, deployment: Deployment, *, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, deployment: Deployment, *, mode: str = "chat", log: Callable[[str], None] | None = None) -> None:
         self.deployment = deployment
+        self.mode = mode  # "embedding": llama.cpp pools each input into one vector; no chat
         self.context_length = deployment.context_length
         self.parallel = deployment.parallel
         self.capacity = deployment.parallel + deployment.max_queue
@@ -155,10 +159,13 @@ class LlamaCppEngine:
         params.endpoint_props = False
         params.endpoint_metrics = False
         params.n_threads_http = 1
+        if self.mode == "embedding":
+            _embedding_params(params, self.context_length, self.parallel)
         self._server = self._construct(xllamacpp.Server, params)
         ident = f"{self.path.name}:{self.path.stat().st_size}:{xllamacpp.__version__}"
         self.fingerprint = "fp_" + hashlib.sha256(ident.encode()).hexdigest()[:10]
-        self._measure_template()
+        if self.mode == "chat":
+            self._measure_template()
         self._log(f"quasar: loaded {self.path.name} in {time.perf_counter() - started:.2f}s")
 
     def _measure_template(self) -> None:
@@ -419,6 +426,26 @@ class LlamaCppEngine:
             _trim_top_logprobs(result)
         return result
 
+    async def embed(self, inputs: list[str] | list[list[int]], model: str) -> dict[str, Any]:
+        """One pooled, L2-normalised vector per input, the inputs embedded together across the slots."""
+        if self._server is None:
+            raise NotReady("the model is still loading", headers={"Retry-After": "1"})
+        if self._in_flight >= self.capacity:
+            raise QueueFull(
+                f"{self.capacity} embedding requests are already waiting; retry shortly", headers={"Retry-After": "1"}
+            )
+        self._in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            body = await loop.run_in_executor(self._executor, self._server.handle_embeddings, {"input": inputs})
+        except Exception as exc:
+            raise EngineError(f"llama.cpp failed: {exc}") from None
+        finally:
+            self._in_flight -= 1
+        if "error" in body:
+            raise _embedding_error(body["error"])
+        return body
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         body, need = await self._admitted(request)
         loop = asyncio.get_running_loop()
@@ -468,6 +495,16 @@ class LlamaCppEngine:
             self._in_flight -= request.n
 
 
+def _embedding_params(params: Any, context_length: int, parallel: int) -> None:
+    """llama.cpp as an embedding model: pooled vectors (the pooling the GGUF names), each of the `parallel`
+    slots holding an input of up to `context_length` tokens, all slots' inputs in one batch. A non-causal
+    model must see an input whole in one micro-batch, hence n_ubatch as large as the batch."""
+    params.embedding = True
+    params.kv_unified = False
+    params.n_ctx = context_length * parallel
+    params.n_batch = params.n_ubatch = context_length * parallel
+
+
 def _preread(path: Path, chunk: int = 8 << 20) -> None:
     """Pull the weights into the page cache with GIL-releasing reads.
 
@@ -496,6 +533,22 @@ def _trim_top_logprobs(body: dict[str, Any]) -> None:
 
 def _drop(server: Any) -> None:
     del server  # the destructor joins llama.cpp's loop thread; keep it off the event loop
+
+
+def _embedding_error(error: dict[str, Any]) -> QuasarError:
+    """llama.cpp's error for an embedding request: what it refuses (too long, unknown token ids) is the input's."""
+    message = str(error.get("message", "llama.cpp error"))
+    if error.get("type") == "exceed_context_size_error" or "too large to process" in message:
+        return ContextLengthExceeded(
+            f"This model's maximum context length is {error.get('n_ctx') or 'smaller than your input'} tokens per "
+            f"input; an input has {error.get('n_prompt_tokens', 'more')} tokens. Shorten it.",
+            param="input",
+        )
+    if error.get("code") == 400 or error.get("type") == "invalid_request_error":
+        return InvalidRequest(
+            f"Invalid value for 'input': {message}", param="input"
+        )  # e.g. a token id past the vocabulary
+    return _map_error(error)
 
 
 def _map_error(error: dict[str, Any]) -> QuasarError:

@@ -105,13 +105,11 @@ class OpenAIEngine:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._pool = self._upstream.pool(self.base_url)
-        parts = urlsplit(self.url)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = {"Content-Type": "application/json", **auth_headers(self.deployment.provider, api_key)}
-        self._prefix = self._pool.prefix(target, headers)
-        query = f"?{parts.query}" if parts.query else ""
-        legacy = parts.path.removesuffix("/chat/completions") + "/completions" + query
+        self._prefix = self._pool.prefix(_target(self.url), headers)
+        legacy = _target(f"{self.base_url}/completions")
         self._completions_prefix = self._pool.prefix(legacy, headers)  # legacy completions (engines/completion.py)
+        self._embed_prefix = self._pool.prefix(_target(f"{self.base_url}/embeddings"), headers)
 
     def with_credentials(self, api_key: str | None, base_url: str | None) -> OpenAIEngine:
         """A view of this engine that uses a customer's key (and base URL) for one request."""
@@ -144,12 +142,37 @@ class OpenAIEngine:
         return f"{self.base_url}/chat/completions"
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
-        data = self.payload(request, stream=False)
+        raw = await self._post(self._target_of(request), self.payload(request, stream=False))
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"{self.provider}: the response is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+            raise UpstreamError(f"{self.provider}: the response is not a chat completion")
+        return body if request.completion is None else completion.as_chat_body(body)
+
+    def _target_of(self, request: ChatRequest) -> bytes:
+        return self._prefix if request.completion is None else self._completions_prefix
+
+    async def embed(self, inputs: list[str] | list[list[int]], model: str) -> dict[str, Any]:
+        """POST {base_url}/embeddings with the inputs as float vectors; the upstream's list body."""
+        data = orjson.dumps({"model": self.deployment.model or model, "input": inputs, "encoding_format": "float"})
+        raw = await self._post(self._embed_prefix, data)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"{self.provider}: the response is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list) or len(body["data"]) != len(inputs):
+            raise UpstreamError(f"{self.provider}: the response is not a list of {len(inputs)} embeddings")
+        return body
+
+    async def _post(self, prefix: bytes, data: bytes) -> bytes:
+        """A whole non-streamed response body, every failure as an UpstreamError."""
         limit = self.deployment.timeout
         self._upstream.in_flight += 1
         try:
             async with asyncio.timeout(limit):
-                resp = await self._pool.post(self._target_of(request), data)
+                resp = await self._pool.post(prefix, data)
                 try:
                     raw = await resp.read(_MAX_BODY + 1)
                 finally:
@@ -166,16 +189,7 @@ class OpenAIEngine:
             self._upstream.in_flight -= 1
         if len(raw) > _MAX_BODY:
             raise UpstreamError(f"{self.provider}: the response is larger than {_MAX_BODY} bytes")
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(f"{self.provider}: the response is not JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-            raise UpstreamError(f"{self.provider}: the response is not a chat completion")
-        return body if request.completion is None else completion.as_chat_body(body)
-
-    def _target_of(self, request: ChatRequest) -> bytes:
-        return self._prefix if request.completion is None else self._completions_prefix
+        return raw
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         data = self.payload(request, stream=True)
@@ -276,6 +290,12 @@ class OpenAIEngine:
     def _unreachable(self, exc: HTTPError) -> UpstreamError:
         kind = "connection failed" if isinstance(exc, ConnectError) else "request failed"
         return UpstreamError(f"{self.provider}: {kind}: {exc}")
+
+
+def _target(url: str) -> str:
+    """The request target (path and query) of a URL."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 async def _drain(resp: Response, wait: float) -> bool:

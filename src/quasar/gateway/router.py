@@ -18,7 +18,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,8 +83,14 @@ def retryable(exc: QuasarError) -> bool:
 
 
 class Router:
-    def __init__(self, config: RouterConfig, deployments: dict[str, list[tuple[Deployment, Engine]]]) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        deployments: dict[str, list[tuple[Deployment, Engine]]],
+        modes: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
+        self.modes = modes or {}  # model -> "chat" | "embedding"; a model not named is a chat model
         self.health = Health(config.cooldown_seconds, config.allowed_fails)
         self.by_model = {
             model: [Candidate(deployment_name(model, i, d), model, d, e) for i, (d, e) in enumerate(pairs)]
@@ -94,6 +100,21 @@ class Router:
     # -- planning ------------------------------------------------------------------------------
 
     async def plan(self, request: ChatRequest, principal: Principal, trace: Trace) -> Plan:
+        prompt, output = prompt_estimate(request.messages), request.output_limit or 0
+        return await self.plan_model(request.model, principal, trace, "chat", _needs(request), prompt, output)
+
+    async def plan_model(
+        self,
+        model: str,
+        principal: Principal,
+        trace: Trace,
+        mode: str,
+        needs: list[tuple[str, str]],
+        prompt: int,
+        output: int,
+    ) -> Plan:
+        """The plan over `model` (or the trace's `models`) and the fallbacks, for a request of `mode` that
+        needs these (capability, param)s and has about `prompt` tokens in and `output` out."""
         started = time.perf_counter()
         options = trace.options
         trace.strategy = self.config.strategy
@@ -101,19 +122,16 @@ class Router:
             if creds.base_url:
                 param = f"customer_credentials.{provider}.base_url"
                 await check_base_url(creds.base_url, self.config.allowed_hosts, param)
-        primary = self._primary(request, principal, options, trace)
+        primary = self._primary(model, principal, options, trace)
         fallbacks = self._fallbacks(primary, principal, options, trace)
         trace.primary = primary
-        needs = _needs(request)
-        prompt = prompt_estimate(request.messages)
-        output = request.output_limit or 0
         drops: list[_Drop] = []
         cooling: list[tuple[float, Candidate]] = []
 
         def usable(models: list[str], exclude_providers: list[str]) -> list[Candidate]:
             kept = []
             for cand in (c for m in models for c in self.by_model[m]):
-                drop = self._check(cand, needs, prompt, output, exclude_providers)
+                drop = self._check(cand, mode, needs, prompt, output, exclude_providers)
                 if drop is not None and drop.kind == "cooldown":
                     cooling.append((self.health.cooling(cand.name), cand))
                 if drop is None:
@@ -139,7 +157,7 @@ class Router:
         trace.routing_time = time.perf_counter() - started
         return Plan(ordered, trace)
 
-    def _primary(self, request: ChatRequest, principal: Principal, options: GatewayOptions, trace: Trace) -> list[str]:
+    def _primary(self, model: str, principal: Principal, options: GatewayOptions, trace: Trace) -> list[str]:
         """`models` when it names several (the router chooses among them), else the one model."""
         if len(options.models) > 1:
             for name in options.models:
@@ -155,7 +173,7 @@ class Router:
             if not allowed:
                 raise PermissionDenied("This key may not use any of the models in 'models'.", param="models")
             return allowed
-        name = options.models[0] if options.models else request.model
+        name = options.models[0] if options.models else model
         param = "models" if options.models else "model"
         self._known(name, param)
         if not principal.may_use(name):
@@ -184,14 +202,30 @@ class Router:
             raise ModelNotFound(f"The model '{name}' does not exist. Known models: {known}.", param=param)
 
     def _check(
-        self, cand: Candidate, needs: list[tuple[str, str]], prompt: int, output: int, exclude_providers: list[str]
+        self,
+        cand: Candidate,
+        mode: str,
+        needs: list[tuple[str, str]],
+        prompt: int,
+        output: int,
+        exclude_providers: list[str],
     ) -> _Drop | None:
+        model_mode = self.modes.get(cand.model, "chat")
+        if model_mode != mode:
+            kind = "an embedding model: send it to /v1/embeddings" if model_mode == "embedding" else "a chat model"
+            return _Drop(
+                f"'{cand.model}' is {kind}, not {'an embedding' if mode == 'embedding' else 'a chat'} model",
+                "model",
+                "capability",
+            )
         if cand.provider in exclude_providers:
             return _Drop(f"provider '{cand.provider}' excluded by exclude_providers", "exclude_providers", "excluded")
         for capability, param in needs:
             if capability not in cand.engine.capabilities:
                 return _Drop(f"does not support {capability}", param, "capability")
         context = cand.deployment.context_length
+        if prompt + output > context and mode == "embedding":
+            return _Drop(f"context length {context} is too small for an input of ~{prompt} tokens", "input", "context")
         if prompt + output > context:
             return _Drop(
                 f"context length {context} is too small for ~{prompt} prompt tokens + {output} max_tokens",
@@ -222,13 +256,23 @@ class Router:
     # -- attempts ------------------------------------------------------------------------------
 
     async def chat(self, plan: Plan, request: ChatRequest) -> tuple[dict[str, Any], Candidate]:
+        return await self._answer(plan, lambda engine, cand: engine.chat(_for(request, cand)))
+
+    async def embed(self, plan: Plan, inputs: list[str] | list[list[int]]) -> tuple[dict[str, Any], Candidate]:
+        """The first candidate's embeddings of the inputs, failing over as chat does."""
+        return await self._answer(plan, lambda engine, cand: engine.embed(inputs, cand.model))
+
+    async def _answer(
+        self, plan: Plan, send: Callable[[Engine, Candidate], Awaitable[dict[str, Any]]]
+    ) -> tuple[dict[str, Any], Candidate]:
+        """Walk the plan until one candidate answers a non-streamed request with a body."""
         trace = plan.trace
         run = _Run()
         async with contextlib.aclosing(self._rounds(plan.candidates, trace, run)) as rounds:
             async for cand in rounds:
                 started = time.perf_counter()
                 try:
-                    body = await self._engine(cand, trace.options).chat(_for(request, cand))
+                    body = await send(self._engine(cand, trace.options), cand)
                 except QuasarError as exc:
                     self._failed(trace, cand, exc, started, run)
                     continue

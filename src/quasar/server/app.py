@@ -24,6 +24,7 @@ from quasar.server.routes import completions
 from quasar.server.routes.admin import router as admin_router
 from quasar.server.routes.chat import CHAT_ENDPOINTS
 from quasar.server.routes.deployments import router as deployments_router
+from quasar.server.routes.embeddings import router as embeddings_router
 from quasar.server.routes.messages import MESSAGES_ENDPOINTS
 from quasar.server.routes.metrics import router as metrics_router
 from quasar.server.routes.models import router as models_router
@@ -116,6 +117,7 @@ def create_app(
     app.include_router(responses_router)
     app.include_router(deployments_router)
     app.include_router(web_router)
+    app.include_router(embeddings_router)
     errors.install(app)
     _install_openapi(app)
     app.add_middleware(BodyLimit, limit=settings.server.max_body_bytes)

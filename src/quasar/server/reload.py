@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from quasar.auth.static import StaticKeys
 from quasar.catalog import ModelEntry
 from quasar.config import Deployment, Settings, load_settings
+from quasar.embeddings_service import EmbeddingsService
 from quasar.engines.base import Engine
 from quasar.engines.factory import build_engine
 from quasar.errors import ConfigError, InvalidRequest
@@ -69,6 +70,7 @@ class Reloader:
             old.keys.invalidate()
             old.meter.config = settings.limits
             self.app.state.service = service
+            self.app.state.embeddings = EmbeddingsService.alongside(service)
             self.app.state.settings = settings
             self._retire(unused)
         log.warning("quasar: config reloaded from %s: %s", self.config_path, ", ".join(models) or "no models")
@@ -114,31 +116,31 @@ def _rebuild(
     existing: dict[str, list[tuple[Deployment, Engine]]] = {}
     for entry in current.values():
         for deployment, engine in entry.deployments:
-            existing.setdefault(_identity(entry.name, deployment), []).append((deployment, engine))
+            existing.setdefault(_identity(entry.name, entry.mode, deployment), []).append((deployment, engine))
     models: dict[str, ModelEntry] = {}
     fresh: list[Engine] = []
     reused: set[int] = set()
     for model in settings.models:
         pairs = []
         for deployment in model.deployments:
-            same = existing.get(_identity(model.name, deployment))
+            same = existing.get(_identity(model.name, model.mode, deployment))
             if same:
                 engine = same.pop(0)[1]
                 reused.add(id(engine))
             else:
-                engine = build_engine(deployment)
+                engine = build_engine(deployment, model.mode)
                 fresh.append(engine)
             pairs.append((deployment, engine))
         created = current[model.name].created if model.name in current else int(time.time())
-        models[model.name] = ModelEntry(model.name, pairs, created)
+        models[model.name] = ModelEntry(model.name, pairs, created, model.mode, model.matryoshka)
     unused = [e for entry in current.values() for _, e in entry.deployments if id(e) not in reused]
     return models, fresh, unused
 
 
-def _identity(model: str, deployment: Deployment) -> str:
+def _identity(model: str, mode: str, deployment: Deployment) -> str:
     """Two deployments with the same identity can share one engine: what the engine is built from (a
     price or a weight is the router's, read from the deployment on each request)."""
-    return f"{model}\0{deployment.model_dump_json(exclude={'price', 'weight'})}"
+    return f"{model}\0{mode}\0{deployment.model_dump_json(exclude={'price', 'weight'})}"
 
 
 def _restart_only(old: Settings, new: Settings) -> list[str]:

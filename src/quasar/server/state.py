@@ -14,6 +14,7 @@ from quasar.auth.managed import KeyEvents, KeyRing, principal_of
 from quasar.auth.static import StaticKeys
 from quasar.catalog import ModelEntry
 from quasar.config import Settings
+from quasar.embeddings_service import EmbeddingsService
 from quasar.gateway.health_events import HealthEvents
 from quasar.service import ChatService
 from quasar.store import Store
@@ -47,6 +48,7 @@ def install(app: FastAPI, settings: Settings, models: dict[str, ModelEntry]) -> 
     )
     health = app.state.service.router.health
     app.state.health_events = HealthEvents(redis, settings.redis_namespace, health) if redis else None
+    app.state.embeddings = EmbeddingsService.alongside(app.state.service)
 
 
 async def start(app: FastAPI) -> None:
