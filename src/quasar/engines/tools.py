@@ -142,14 +142,14 @@ def grammar(plan: ToolPlan) -> str:
 @functools.lru_cache(maxsize=256)
 def _grammar(functions: str, mode: str, parallel: bool, text: str | None) -> str:
     calls = [
-        f'"{{\\"name\\": \\"{name}\\", \\"arguments\\": " %json {orjson.dumps(schema).decode()} "}}"'
+        f'"{{\\"name\\": \\"{name}\\", \\"arguments\\": " %json {_compact(schema)} "}}"'
         for name, schema in orjson.loads(functions)
     ]
     lines = ["%llguidance {}"]
     if mode == "required":
         lines.append("start: calls")
     elif text is not None:
-        lines.append(f"start: calls | %json {text}")
+        lines.append(f"start: calls | %json {_compact(orjson.loads(text))}")
     else:
         lines += ["start: calls | TEXT", r"TEXT: /[^<](.|\n)*/"]
     more = ' ("," call)*' if parallel else ""
@@ -157,6 +157,15 @@ def _grammar(functions: str, mode: str, parallel: bool, text: str | None) -> str
     lines.append("call: " + " | ".join(f"call_{i}" for i in range(len(calls))))
     lines += [f"call_{i}: {c}" for i, c in enumerate(calls)]
     return "\n".join(lines) + "\n"
+
+
+def _compact(schema: dict[str, Any]) -> str:
+    """The schema for `%json`, its JSON written with single spaces: without this option llguidance lets the
+    model spend its tokens on newlines and indentation."""
+    return orjson.dumps({**schema, "x-guidance": _LAYOUT}).decode()
+
+
+_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 # -- reading the answer --------------------------------------------------------------------------
