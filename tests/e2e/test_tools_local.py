@@ -70,7 +70,7 @@ def test_required_and_named_give_a_valid_call(client: openai.OpenAI, seed: int) 
             assert [c.function.name for c in reply.choices[0].message.tool_calls] == [named]
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(4))
 def test_auto_gives_text_or_valid_calls(client: openai.OpenAI, seed: int) -> None:
     reply = client.chat.completions.create(model="spark", messages=ASK, tools=TOOLS, seed=seed, max_tokens=40)
     choice = reply.choices[0]
@@ -111,8 +111,10 @@ def test_round_trip_call_result_answer(client: openai.OpenAI) -> None:
     call = first.choices[0].message.tool_calls[0]
     messages.append(first.choices[0].message.model_dump(exclude_none=True))
     messages.append({"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21, "sky": "sunny"}'})
-    final = client.chat.completions.create(model="spark", messages=messages, tools=TOOLS, seed=3, max_tokens=40)
-    assert final.choices[0].message.content
+    final = client.chat.completions.create(
+        model="spark", messages=messages, tools=TOOLS, tool_choice="none", seed=3, max_tokens=40
+    )
+    assert final.choices[0].message.content and final.choices[0].finish_reason in ("stop", "length")
     # a second round: the history holds a call, its result and an answer
     messages += [final.choices[0].message.model_dump(exclude_none=True), {"role": "user", "content": "And Rome?"}]
     again = client.chat.completions.create(
@@ -124,6 +126,7 @@ def test_round_trip_call_result_answer(client: openai.OpenAI) -> None:
 @pytest.mark.parametrize("seed", [1, 2])
 def test_streamed_deltas_reassemble_to_the_body(client: openai.OpenAI, seed: int) -> None:
     args = dict(model="spark", messages=ASK, tools=TOOLS, tool_choice="required", seed=seed, max_tokens=120)
+    client.chat.completions.create(**args, temperature=0)  # both below then find the prompt in llama.cpp's cache
     body = client.chat.completions.create(**args, temperature=0)
     calls: dict[int, dict] = {}
     finish = None
