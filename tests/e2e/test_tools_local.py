@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import httpx2 as httpx
 import jsonschema
@@ -219,3 +221,10 @@ def test_ungrammarable_schema_says_which_part(server: Running) -> None:
     schema = {"type": "object", "properties": {"when": {"type": "strnig"}}}
     err = bad(server, tools=[tool("f", schema)], tool_choice="required")
     assert err["param"] == "tools[0].function.parameters" and "#/properties/when" in err["message"]
+
+
+def test_the_documented_round_trip_runs(server: Running, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    code = re.search(r"<!-- tools-example -->\n```python\n(.*?)```", doc, re.S).group(1)
+    exec(compile(code, "docs/api.md", "exec"), {"BASE_URL": server.v1})  # noqa: S102 -- our own documentation
+    assert capsys.readouterr().out.strip()

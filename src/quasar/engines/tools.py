@@ -103,7 +103,7 @@ def _assistant_text(m: Message) -> str:
     text = m.text()
     if not calls:
         return text
-    written = ", ".join(f'{{"name": "{name}", "arguments": {_json_or_string(args)}}}' for name, args in calls)
+    written = ",".join(f'{{"name": "{name}", "arguments": {_json_or_string(args)}}}' for name, args in calls)
     return f"{text}{_START}{written}]{CLOSE}"
 
 
