@@ -21,7 +21,10 @@ NESTED = {
         "city": {"type": "string", "maxLength": 20},
         "party": {
             "type": "object",
-            "properties": {"adults": {"type": "integer"}, "children": {"type": "integer"}},
+            "properties": {
+                "adults": {"type": "integer", "minimum": 0, "maximum": 9},
+                "children": {"type": "integer", "minimum": 0, "maximum": 9},
+            },
             "required": ["adults", "children"],
             "additionalProperties": False,
         },
@@ -65,7 +68,7 @@ def test_required_and_named_give_a_valid_call(client: openai.OpenAI, seed: int) 
     for choice in ("required", {"type": "function", "function": {"name": named}}):
         reply = client.chat.completions.create(
             model="spark", messages=ASK, tools=TOOLS, tool_choice=choice, parallel_tool_calls=False,
-            seed=seed, max_tokens=60,
+            seed=seed, max_tokens=80,
         )  # fmt: skip
         assert_valid_calls(reply.choices[0].message, reply.choices[0].finish_reason)
         if isinstance(choice, dict):

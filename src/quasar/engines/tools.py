@@ -76,7 +76,8 @@ def render_messages(request: ChatRequest, plan: ToolPlan | None) -> list[dict[st
     out: list[dict[str, str]] = []
     for m in request.messages:
         if m.role in ("tool", "function"):
-            result = f'<tool_response name="{m.name or ""}">\n{m.text()}\n</tool_response>'
+            named = f' name="{m.name}"' if m.name else ""
+            result = f"<tool_response{named}>\n{m.text()}\n</tool_response>"
             if out and out[-1].get("tool_results"):
                 out[-1]["content"] += "\n" + result
             else:
