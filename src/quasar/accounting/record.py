@@ -125,6 +125,10 @@ class RequestRecord:
                 calls[at]["id"] = call.get("id") or calls[at]["id"]
                 calls[at]["function"]["name"] += function.get("name") or ""
                 calls[at]["function"]["arguments"] += function.get("arguments") or ""
+            if delta.get("function_call"):  # the legacy shape of one call
+                call = reply[index].setdefault("function_call", {"name": "", "arguments": ""})
+                call["name"] += delta["function_call"].get("name") or ""
+                call["arguments"] += delta["function_call"].get("arguments") or ""
         self.reply = reply
 
     def take_reply(self, body: dict[str, Any]) -> None:
