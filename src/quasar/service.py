@@ -131,6 +131,8 @@ class ChatService:
         max_n = self.settings.server.max_n
         if request.n > max_n:
             raise InvalidRequest(f"Invalid value for 'n': at most {max_n} choices per request.", param="n")
+        if too_many := request.too_many_tools(self.settings.server.max_tools):
+            raise InvalidRequest(too_many, param="tools")
         try:
             options = gateway_options(request)
         except ValidationError as exc:

@@ -100,11 +100,6 @@ def test_image_part_on_a_text_model(server: Running) -> None:
     assert_envelope(r, 400, "messages[0].content")
 
 
-def test_tools_on_a_model_without_tools(server: Running) -> None:
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    assert_envelope(post(server, {"model": "spark", "messages": MSG, "tools": tools}), 400, "tools")
-
-
 @pytest.mark.parametrize(
     "raw", [b"{not json", b"", b"[1, 2]", b'"text"', b"null", b'{"model": "spark", "messages": [}']
 )

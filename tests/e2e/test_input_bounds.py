@@ -73,7 +73,11 @@ def assert_400(r: httpx.Response, param: str) -> dict:
         ({"vendor_knob": {"deep": [1, 10**40]}}, "vendor_knob.deep[1]"),
         ({"metadata": {"trace": 2**64}}, "metadata.trace"),
         (
-            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"maximum": 2**64}}}]},
+            {
+                "tools": [
+                    {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "maximum": 2**64}}}
+                ]
+            },
             "tools[0].function.parameters.maximum",
         ),
     ],

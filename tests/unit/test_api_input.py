@@ -89,7 +89,8 @@ def test_bad_body_names_the_field(fields: dict, param: str) -> None:
         (b'"extra": ' + b"9" * 400 + b".5", "extra"),
         (b'"metadata": {"a": [0, 1e999]}', "metadata.a[1]"),
         (
-            b'"tools": [{"type": "function", "function": {"name": "f", "parameters": {"maximum": 1e400}}}]',
+            b'"tools": [{"type": "function", "function": {"name": "f", '
+            b'"parameters": {"type": "object", "maximum": 1e400}}}]',
             "tools[0].function.parameters.maximum",
         ),
     ],

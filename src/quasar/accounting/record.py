@@ -115,9 +115,22 @@ class RequestRecord:
             index = int(choice.get("index") or 0)
             while len(reply) <= index:
                 reply.append({"role": "assistant", "content": ""})
-            content = (choice.get("delta") or {}).get("content")
-            if content:
-                reply[index]["content"] += content
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                reply[index]["content"] += delta["content"]
+            for call in delta.get("tool_calls") or ():  # OpenAI's call deltas: name once, arguments in pieces
+                calls = reply[index].setdefault("tool_calls", [])
+                at = int(call.get("index") or 0)
+                while len(calls) <= at:
+                    calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                function = call.get("function") or {}
+                calls[at]["id"] = call.get("id") or calls[at]["id"]
+                calls[at]["function"]["name"] += function.get("name") or ""
+                calls[at]["function"]["arguments"] += function.get("arguments") or ""
+            if delta.get("function_call"):  # the legacy shape of one call
+                call = reply[index].setdefault("function_call", {"name": "", "arguments": ""})
+                call["name"] += delta["function_call"].get("name") or ""
+                call["arguments"] += delta["function_call"].get("arguments") or ""
         self.reply = reply
 
     def take_reply(self, body: dict[str, Any]) -> None:

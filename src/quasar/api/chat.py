@@ -11,7 +11,17 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
 class _Wire(BaseModel):
@@ -36,16 +46,33 @@ class ImagePart(_Wire):
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
+TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for function names
+
+
+class FunctionCall(_Wire):
+    """A call the model made: the function's name and its arguments, a JSON text."""
+
+    name: str
+    arguments: str
+
+
+class ToolCall(_Wire):
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(_Wire):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    function_call: FunctionCall | None = None  # the legacy shape of one call
 
     @model_validator(mode="after")
     def _content_present(self) -> Message:
-        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+        if self.content is None and not (self.role == "assistant" and (self.tool_calls or self.function_call)):
             raise ValueError("content is required")
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a tool message needs tool_call_id")
@@ -83,6 +110,36 @@ class ResponseFormat(_Wire):
         if self.type == "json_schema" and self.json_schema is None:
             raise ValueError("response_format.type 'json_schema' needs a json_schema object")
         return self
+
+
+class FunctionSpec(_Wire):
+    """A function the model may call: `parameters` is the JSON Schema of its arguments, an object."""
+
+    name: str = Field(pattern=TOOL_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type") != "object":
+            raise ValueError('parameters must be a JSON Schema of an object ({"type": "object", ...})')
+        return value
+
+
+class Tool(_Wire):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class FunctionName(_Wire):
+    name: str
+
+
+class NamedToolChoice(_Wire):
+    type: Literal["function"]
+    function: FunctionName
 
 
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
@@ -126,9 +183,11 @@ class ChatRequest(_Wire):
     seed: Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)] | None = None
     response_format: ResponseFormat | None = None
     user: Annotated[str, Field(max_length=MAX_USER_LENGTH)] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    functions: list[FunctionSpec] | None = None  # the legacy spelling of tools ...
+    function_call: Literal["none", "auto"] | FunctionName | None = None  # ... and of tool_choice
 
     @field_validator("messages", mode="before")
     @classmethod
@@ -169,7 +228,44 @@ class ChatRequest(_Wire):
             raise ValueError("top_logprobs requires logprobs to be true")
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
+        self._check_tools()
         return self
+
+    def _check_tools(self) -> None:
+        """tool_choice names a given function (or asks for one when there is one); every tool result answers
+        an earlier call."""
+        field = "tool_choice" if self.functions is None or self.tools is not None else "function_call"
+        names = [t.function.name for t in self.function_tools]
+        choice = self.tool_choice if field == "tool_choice" else self.function_call
+        if choice == "required" and not names:
+            _invalid((field,), "'required' needs at least one tool in tools")
+        wanted = choice.function.name if isinstance(choice, NamedToolChoice) else getattr(choice, "name", None)
+        if wanted is not None and wanted not in names:
+            loc = (field, "function", "name") if field == "tool_choice" else (field, "name")
+            given = "tools" if field == "tool_choice" else "functions"
+            _invalid(loc, f"no function named {wanted!r} is given in {given}")
+        seen: set[str] = set()
+        for i, m in enumerate(self.messages):
+            seen.update(c.id for c in m.tool_calls or ())
+            if m.role == "tool" and m.tool_call_id not in seen:
+                _invalid(("messages", i, "tool_call_id"), f"{m.tool_call_id!r} answers no earlier assistant tool call")
+
+    @property
+    def function_tools(self) -> list[Tool]:
+        """The tools the model may call: `tools`, or the legacy `functions` as tools."""
+        if self.tools is not None or self.functions is None:
+            return list(self.tools or ())
+        return [Tool(type="function", function=f) for f in self.functions]
+
+    @property
+    def legacy_functions(self) -> bool:
+        """The request used `functions` / `function_call`: it is answered in that shape."""
+        return self.functions is not None and self.tools is None
+
+    def too_many_tools(self, limit: int) -> str | None:
+        """Why the request has more tools than `limit` allows, or None."""
+        count = len(self.function_tools)
+        return f"{count} tools given; at most {limit} are allowed" if count > limit else None
 
     @property
     def completion(self) -> dict[str, Any] | None:
@@ -188,6 +284,12 @@ class ChatRequest(_Wire):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+def _invalid(loc: tuple[int | str, ...], message: str) -> None:
+    """A validation error at `loc` (a path into the body), so that its 400 names the exact field."""
+    error = InitErrorDetails(type=PydanticCustomError("invalid_tools", message), loc=loc, input=None)
+    raise ValidationError.from_exception_data("ChatRequest", [error])
 
 
 # Fields a model_validator raises on, mapped to the param the client should fix.

@@ -46,6 +46,16 @@ from quasar.engines.handover import Handover
 from quasar.engines.http import Pool
 from quasar.engines.kvbudget import KvBudget
 from quasar.engines.minilm import installed_path
+from quasar.engines.tools import (
+    DeltaWriter,
+    ToolPlan,
+    arguments_schema,
+    finish_reason,
+    grammar,
+    render_messages,
+    to_message,
+    tool_plan,
+)
 from quasar.errors import (
     ConfigError,
     ContextLengthExceeded,
@@ -99,7 +109,7 @@ def resolve_model_path(path: str) -> Path:
 
 class LlamaCppEngine:
     owned_by = "quasar"
-    capabilities: frozenset[str] = frozenset({"json_schema"})
+    capabilities: frozenset[str] = frozenset({"json_schema", "tools"})
 
     def __init__(self, deployment: Deployment, *, mode: str = "chat", log: Callable[[str], None] | None = None) -> None:
         self.deployment = deployment
@@ -117,7 +127,8 @@ class LlamaCppEngine:
         self._kv = KvBudget(deployment.context_length)
         self._template_base = _TEMPLATE_TOKENS_BASE
         self._template_per_message = _TEMPLATE_TOKENS_PER_MESSAGE
-        self._http: Pool | None = None  # to the embedded listener, only to count prompt tokens
+        self._http: Pool | None = None  # to the embedded listener: to count prompt tokens and check schemas
+        self._schema_errors: dict[bytes, str | None] = {}  # what llama.cpp said of each schema checked
         self.fingerprint = ""
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -229,17 +240,13 @@ class LlamaCppEngine:
     def payload(self, request: ChatRequest) -> dict[str, Any]:
         """The llama.cpp request body for a validated ChatRequest: only the fields we mean to send.
 
-        Always a stream, with usage: non-streamed requests are streamed too (see `chat`)."""
-        if request.tools:
-            raise InvalidRequest("this model does not support tools", param="tools")
-        messages = []
+        Always a stream, with usage: non-streamed requests are streamed too (see `chat`). Tools are written
+        into the messages and their calls constrained by a grammar (engines/tools.py)."""
         for i, m in enumerate(request.messages):
             if m.has_image():
                 raise InvalidRequest("this model does not accept image input", param=f"messages[{i}].content")
-            if m.role == "tool":
-                raise InvalidRequest("this model does not support tool messages", param=f"messages[{i}].role")
-            messages.append({"role": "system" if m.role == "developer" else m.role, "content": m.text()})
-        body: dict[str, Any] = {"messages": messages, **_OPENAI_SAMPLING}
+        plan = tool_plan(request)
+        body: dict[str, Any] = {"messages": render_messages(request, plan), **_OPENAI_SAMPLING}
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.top_p is not None:
@@ -265,7 +272,9 @@ class LlamaCppEngine:
             # llama.cpp returns no logprobs at all for top_logprobs 0; ask for one and trim it away.
             body["logprobs"] = True
             body["top_logprobs"] = request.top_logprobs or 1
-        if request.response_format is not None and request.response_format.type != "text":
+        if plan is not None:
+            body["grammar"] = grammar(plan)  # the response_format's JSON is its text alternative
+        elif request.response_format is not None and request.response_format.type != "text":
             body["response_format"] = request.response_format.model_dump(by_alias=True, exclude_none=True)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -313,18 +322,46 @@ class LlamaCppEngine:
         return prompt, output, exact
 
     async def count_prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
+        data = await self._input_tokens({"messages": messages})
+        if not isinstance(data, dict) or "input_tokens" not in data:
+            raise EngineError("llama.cpp could not count the prompt's tokens")
+        return int(data["input_tokens"])
+
+    async def _input_tokens(self, payload: dict[str, Any]) -> Any:
+        """The embedded listener's answer to a token count of `payload` (a chat request's body)."""
         if self._http is None:
             self._http = Pool(self._server.listening_address, limit=4)
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"}
         prefix = self._http.prefix("/v1/chat/completions/input_tokens", headers)
-        resp = await self._http.post(prefix, orjson.dumps({"messages": messages}))
+        resp = await self._http.post(prefix, orjson.dumps(payload))
         try:
-            data = orjson.loads(await resp.read())
+            return orjson.loads(await resp.read())
         finally:
             resp.release()
-        if not isinstance(data, dict) or "input_tokens" not in data:
-            raise EngineError("llama.cpp could not count the prompt's tokens")
-        return int(data["input_tokens"])
+
+    async def check_schemas(self, request: ChatRequest, plan: ToolPlan) -> None:
+        """400 naming the schema, and the part of it, that llama.cpp cannot turn into a grammar.
+
+        llama.cpp's own schema converter judges each schema once (a token count that carries it as a
+        response_format); the grammar's sampler would otherwise drop a schema it cannot compile unsaid."""
+        field = "functions" if request.legacy_functions else "tools"
+        prefix = "" if request.legacy_functions else ".function"
+        index = {t.function.name: i for i, t in enumerate(request.function_tools)}
+        checks = [(f"{field}[{index[f.name]}]{prefix}.parameters", arguments_schema(f)) for f in plan.functions]
+        if plan.text_schema is not None:
+            checks.append(("response_format.json_schema.schema", plan.text_schema))
+        for param, schema in checks:
+            key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+            if key not in self._schema_errors:
+                fmt = {"type": "json_schema", "json_schema": {"name": "check", "schema": schema}}
+                data = await self._input_tokens({"messages": [{"role": "user", "content": ""}], "response_format": fmt})
+                error = data.get("error") if isinstance(data, dict) else None
+                message = str(error.get("message", error)) if isinstance(error, dict) else None
+                if len(self._schema_errors) >= 1024:
+                    self._schema_errors.clear()
+                self._schema_errors[key] = message and message.rsplit("failed: ", 1)[-1]
+            if (message := self._schema_errors[key]) is not None:
+                raise InvalidRequest(f"llama.cpp cannot turn this schema into a grammar: {message}", param=param)
 
     async def _admitted(self, request: ChatRequest) -> tuple[dict[str, Any], int]:
         """The llama.cpp body (always streamed) of a request that fits the context and now has room in the
@@ -336,6 +373,9 @@ class LlamaCppEngine:
         body = self.payload(request)
         if request.completion is not None:
             body = completion.local_body(body, request)
+        plan = tool_plan(request)
+        if plan is not None:
+            await self.check_schemas(request, plan)
         prompt, output, exact = await self.fit(request, body)
         need = prompt + output * request.n  # the n choices share the prompt's cells
         if not exact and not self._kv.fits_now(need):
@@ -424,6 +464,10 @@ class LlamaCppEngine:
         result = reply.body()
         if request.logprobs and not request.top_logprobs:
             _trim_top_logprobs(result)
+        plan = tool_plan(request)
+        for choice in result["choices"] if plan is not None else ():
+            choice["message"], called = to_message(choice["message"].get("content") or "", plan)
+            choice["finish_reason"] = finish_reason(choice["finish_reason"], called, plan)
         return result
 
     async def embed(self, inputs: list[str] | list[list[int]], model: str) -> dict[str, Any]:
@@ -470,6 +514,8 @@ class LlamaCppEngine:
                 self._release_later(loop, need)  # llama.cpp has let go of the slot and its cells
 
         self._handover.start(run)
+        plan = tool_plan(request)
+        writers: dict[int, DeltaWriter] = {}
         usages: list[dict[str, Any]] = []  # with n > 1, one usage chunk per choice: sent as one at the end
         last_usage: dict[str, Any] = {}
         try:
@@ -487,6 +533,8 @@ class LlamaCppEngine:
                     continue
                 if request.logprobs and not request.top_logprobs:
                     _trim_top_logprobs(item)
+                if plan is not None and item.get("choices") and not _as_tool_deltas(item, plan, writers):
+                    continue  # text held back until it is known to be, or not to be, a call
                 yield item
             if usages:
                 yield {**last_usage, "usage": merge_usage(usages)}
@@ -523,6 +571,22 @@ def _resolve(future: asyncio.Future[None], error: Exception | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+def _as_tool_deltas(chunk: dict[str, Any], plan: ToolPlan, writers: dict[int, DeltaWriter]) -> bool:
+    """Rewrite a chunk's content deltas as content and tool-call deltas; whether anything is left to send."""
+    keep = False
+    for part in chunk["choices"]:
+        writer = writers.setdefault(int(part.get("index") or 0), DeltaWriter(plan))
+        delta = part.get("delta") or {}
+        reason = part.get("finish_reason")
+        new = writer.delta(delta.pop("content", None) or "", last=reason is not None)
+        if "role" in delta:
+            new = {"role": delta["role"], "content": None, **new}
+        part["delta"] = {**delta, **new}
+        part["finish_reason"] = writer.finish_reason(reason)
+        keep = keep or bool(new) or reason is not None
+    return keep
 
 
 def _trim_top_logprobs(body: dict[str, Any]) -> None:
