@@ -10,6 +10,7 @@ against the key's limits and no log row is written, as Anthropic meters its own 
 from __future__ import annotations
 
 import orjson
+from pydantic import BaseModel
 
 from quasar.accounting.tokens import estimate, prompt_estimate
 from quasar.api.chat import ChatRequest
@@ -36,4 +37,12 @@ def estimated(request: ChatRequest) -> int:
     structured: list[object] = [m.tool_calls for m in request.messages if m.tool_calls]
     if request.tools:
         structured.append(request.tools)
-    return prompt_estimate(request.messages) + sum(estimate(orjson.dumps(x).decode()) for x in structured)
+    texts = (orjson.dumps(x, default=_plain).decode() for x in structured)
+    return prompt_estimate(request.messages) + sum(estimate(text) for text in texts)
+
+
+def _plain(value: object) -> object:
+    """Typed request parts (tools, tool calls) as the JSON they came as."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_none=True, by_alias=True)
+    raise TypeError(type(value).__name__)

@@ -73,8 +73,12 @@ def test_fields_take_chat_names_and_shapes() -> None:
     )
     chat = to_chat(req, parse_items(req.input))
     assert chat.max_tokens == 7 and chat.top_p == 0.5 and chat.stream and chat.include_usage
-    assert chat.tools == [{"type": "function", "function": {"name": "f", "parameters": schema, "strict": True}}]
-    assert chat.tool_choice == {"type": "function", "function": {"name": "f"}}
+    assert [t.model_dump(exclude_none=True) for t in chat.tools or []] == [
+        {"type": "function", "function": {"name": "f", "parameters": schema, "strict": True}}
+    ]
+    choice = chat.tool_choice
+    assert not isinstance(choice, str) and choice is not None
+    assert choice.model_dump(exclude_none=True) == {"type": "function", "function": {"name": "f"}}
     assert chat.response_format is not None and chat.response_format.json_schema is not None
     assert chat.response_format.json_schema.name == "out" and chat.response_format.json_schema.schema_ == schema
     assert chat.model_extra == {"customer_identifier": "cust-1"}  # a gateway field; `reasoning` is not forwarded

@@ -68,7 +68,7 @@ def test_content_blocks() -> None:
                     },
                 ],
             },
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t2"}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]},  # a second result, empty
         ]
     )
     assert request["messages"] == [
@@ -95,7 +95,7 @@ def test_content_blocks() -> None:
                 {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
             ],
         },
-        {"role": "tool", "tool_call_id": "t2", "content": ""},
+        {"role": "tool", "tool_call_id": "t1", "content": ""},
     ]
 
 
