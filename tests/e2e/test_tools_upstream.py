@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx2 as httpx
 import openai
 
 from tests.e2e.test_tools_local import ASK, TOOLS
@@ -28,3 +29,13 @@ def test_tool_fields_pass_through_unchanged() -> None:
             client.chat.completions.create(model="up", messages=history, **fields)
             got = fake.requests[-1]["body"]
             assert {k: got[k] for k in fields} == fields and got["messages"] == history
+
+
+def test_a_deployment_without_tools_is_dropped_for_legacy_functions_too() -> None:
+    config = gateway_config({"plain": [upstream("http://127.0.0.1:9/v1", provider="p", capabilities=[])]})
+    with quasar_server(config) as running:
+        functions = [{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+        body = {"model": "plain", "messages": [{"role": "user", "content": "hi"}], "functions": functions}
+        r = httpx.post(f"{running.v1}/chat/completions", json=body, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "functions", r.text
+        assert "does not support tools" in r.json()["error"]["message"]

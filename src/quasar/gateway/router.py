@@ -412,8 +412,8 @@ def _needs(request: ChatRequest) -> list[tuple[str, str]]:
         if message.has_image():
             needs.append(("vision", f"messages[{i}].content"))
             break
-    if request.tools:
-        needs.append(("tools", "tools"))
+    if request.function_tools:
+        needs.append(("tools", "tools" if request.tools else "functions"))
     if request.response_format is not None and request.response_format.type == "json_schema":
         needs.append(("json_schema", "response_format"))
     return needs
