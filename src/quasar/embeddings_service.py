@@ -16,6 +16,7 @@ import base64
 import math
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -49,6 +50,7 @@ class EmbeddingsService:
         meter: Meter,
         log: LogWriter,
         secrets: list[str],
+        end: Callable[[RequestRecord, Admission, Trace | None], None],
     ) -> None:
         self.settings = settings
         self.models = models
@@ -57,6 +59,7 @@ class EmbeddingsService:
         self.meter = meter
         self.log = log
         self.secrets = secrets
+        self.end = end  # the chat service's: settle, log row, metrics, traces
 
     @classmethod
     def alongside(cls, chat: ChatService) -> EmbeddingsService:
@@ -69,10 +72,11 @@ class EmbeddingsService:
             meter=chat.meter,
             log=chat.log,
             secrets=chat.secrets,
+            end=chat.end,
         )
 
     async def embed(self, call: Call) -> Reply:
-        record = RequestRecord(call.request_id, started=call.started)
+        record = RequestRecord(call.request_id, started=call.started, endpoint="embeddings")
         admission, trace = UNLIMITED, None
         try:
             principal = await self.keys.authenticate(call.authorization)
@@ -93,11 +97,11 @@ class EmbeddingsService:
             trace.finished = time.perf_counter()
         except BaseException as exc:
             record.fail(exc)
-            self._end(record, admission, trace)
+            self.end(record, admission, trace)
             if isinstance(exc, QuasarError) and trace is not None and trace.attempts:
                 exc.headers = {**trace.headers(), **admission.headers, **exc.headers}
             raise
-        self._end(record, admission, trace)
+        self.end(record, admission, trace)
         return Reply({**trace.headers(), **admission.headers}, body=reply)
 
     def parse(self, raw: bytes) -> tuple[EmbeddingRequest, GatewayOptions]:
@@ -119,14 +123,6 @@ class EmbeddingsService:
             message, param = describe(exc)
             raise InvalidRequest(message, param=param) from None
         return request, options
-
-    def _end(self, record: RequestRecord, admission: Admission, trace: Trace | None) -> None:
-        """Settle the reservation to the real cost and write the log row: once, whatever happened."""
-        if record.done:
-            return
-        record.finish(trace)
-        self.meter.settle(admission, record)
-        self.log.submit(record)
 
 
 def _take_request(

@@ -118,11 +118,11 @@ class ChatService:
             body, cache_headers = await self._complete(plan, request, options, record)
         except BaseException as exc:
             record.fail(exc)
-            self._end(record, admission, trace)
+            self.end(record, admission, trace)
             if isinstance(exc, QuasarError) and trace is not None and trace.attempts:
                 exc.headers = {**trace.headers(), **admission.headers, **exc.headers}
             raise
-        self._end(record, admission, trace)
+        self.end(record, admission, trace)
         return Reply({**trace.headers(), **admission.headers, **cache_headers}, body=body)
 
     def parse(self, raw: bytes, call: Call) -> tuple[ChatRequest, GatewayOptions]:
@@ -219,10 +219,11 @@ class ChatService:
             raise
         finally:
             await chunks.aclose()
-            self._end(record, admission, trace)
+            self.end(record, admission, trace)
 
-    def _end(self, record: RequestRecord, admission: Admission, trace: Trace | None) -> None:
-        """Settle the reservation to the real cost and write the log row: once, whatever happened."""
+    def end(self, record: RequestRecord, admission: Admission, trace: Trace | None) -> None:
+        """Settle the reservation to the real cost, write the log row, count it in the metrics and the
+        traces: once, whatever happened. The embeddings use case ends its requests here too."""
         if record.done:
             return
         record.finish(trace)

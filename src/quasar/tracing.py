@@ -51,10 +51,11 @@ class Tracing:
 
     def export(self, record: RequestRecord, trace: Trace | None) -> None:
         """The finished request as a span, with a child span for each attempt the router made."""
+        operation = "embeddings" if record.endpoint == "embeddings" else "chat"
         start = self._ns(record.started)
         end = start + int(record.latency_ms * 1e6)
         attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": operation,
             "gen_ai.request.model": record.model or "",
             "gen_ai.usage.input_tokens": record.prompt_tokens,
             "gen_ai.usage.output_tokens": record.completion_tokens,
@@ -75,7 +76,7 @@ class Tracing:
         if record.ttft_ms is not None:
             attributes["quasar.time_to_first_token_ms"] = record.ttft_ms
         span = self._tracer.start_span(
-            f"chat {record.model or ''}".strip(), kind=self._kind.SERVER, start_time=start, attributes=attributes
+            f"{operation} {record.model or ''}".strip(), kind=self._kind.SERVER, start_time=start, attributes=attributes
         )
         if record.status != "ok":
             span.set_status(self._status(self._code.ERROR, f"{record.status} ({record.http_status})"))

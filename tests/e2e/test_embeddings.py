@@ -118,3 +118,10 @@ def test_the_request_is_logged(server: Running) -> None:
     logged = wait_for(row)
     assert (logged["model"], logged["status"], logged["http_status"]) == (MODEL, "ok", 200)
     assert (logged["prompt_tokens"], logged["completion_tokens"], logged["messages"]) == (tokens, 0, None)
+
+
+def test_it_counts_in_the_metrics_under_its_own_endpoint(server: Running, client: openai.OpenAI) -> None:
+    client.embeddings.create(model=MODEL, input="counted")
+    text = httpx.get(f"{server.url}/metrics").text  # the default server has no keys: /metrics is open
+    lines = [line for line in text.splitlines() if line.startswith("quasar_requests_total{")]
+    assert any('endpoint="embeddings"' in line and f'model="{MODEL}"' in line for line in lines), lines

@@ -3,7 +3,7 @@
 Every line written while a request is being answered carries its request id: the RequestId
 middleware puts it in `REQUEST_ID`, a context variable each request's task has its own copy of, and
 `RequestIdFilter` copies it onto each log record. `access` writes the one access line per request,
-from ChatService._end, with what the request's RequestRecord says.
+from ChatService.end, with what the request's RequestRecord says.
 """
 
 from __future__ import annotations

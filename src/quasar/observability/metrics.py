@@ -1,7 +1,7 @@
 """Prometheus metrics: per-request counters and histograms, and gauges read when /metrics is scraped.
 
 Every request is counted from one place, its RequestRecord when it ends (`RequestMetrics.observe`,
-called by ChatService._end). The request path only adds to plain dicts and lists, on the event loop's
+called by ChatService.end). The request path only adds to plain dicts and lists, on the event loop's
 thread: no lock, no prometheus-client child lookup per request (that cost ~10 us of a gateway
 request's ~190). The families are built from those sums at scrape time, with the gauges (requests in
 flight, local slots, deployment health, the log writer) read then from the objects that own them.
