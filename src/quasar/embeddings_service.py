@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from quasar.accounting.cost import price_usage
-from quasar.accounting.meter import UNLIMITED, Admission, Meter
+from quasar.accounting.meter import UNLIMITED, Meter
 from quasar.accounting.record import RequestRecord, _strings
 from quasar.accounting.tokens import inputs_upper_bound, longest_input_estimate
 from quasar.api.embeddings import EmbeddingRequest
@@ -31,7 +31,7 @@ from quasar.api.gateway import GATEWAY_FIELDS, SECRET_FIELDS, GatewayOptions
 from quasar.auth.managed import KeyRing
 from quasar.catalog import ModelEntry
 from quasar.config import Settings
-from quasar.errors import InvalidRequest, QuasarError, UpstreamError
+from quasar.errors import InvalidRequest, UpstreamError
 from quasar.gateway.router import Router
 from quasar.gateway.trace import Trace
 from quasar.parse import parse_body
@@ -50,7 +50,7 @@ class EmbeddingsService:
         meter: Meter,
         log: LogWriter,
         secrets: list[str],
-        end: Callable[[RequestRecord, Admission, Trace | None], None],
+        end: Callable[..., None],
     ) -> None:
         self.settings = settings
         self.models = models
@@ -96,10 +96,7 @@ class EmbeddingsService:
                 trace.cost = price_usage(reply["usage"], trace.price, lambda: "", "")
             trace.finished = time.perf_counter()
         except BaseException as exc:
-            record.fail(exc)
-            self.end(record, admission, trace)
-            if isinstance(exc, QuasarError) and trace is not None and trace.attempts:
-                exc.headers = {**trace.headers(), **admission.headers, **exc.headers}
+            self.end(record, admission, trace, failure=exc)
             raise
         self.end(record, admission, trace)
         return Reply({**trace.headers(), **admission.headers}, body=reply)

@@ -117,10 +117,7 @@ class ChatService:
                 return await self._stream(plan, request, record, admission)
             body, cache_headers = await self._complete(plan, request, options, record)
         except BaseException as exc:
-            record.fail(exc)
-            self.end(record, admission, trace)
-            if isinstance(exc, QuasarError) and trace is not None and trace.attempts:
-                exc.headers = {**trace.headers(), **admission.headers, **exc.headers}
+            self.end(record, admission, trace, failure=exc)
             raise
         self.end(record, admission, trace)
         return Reply({**trace.headers(), **admission.headers, **cache_headers}, body=body)
@@ -221,9 +218,18 @@ class ChatService:
             await chunks.aclose()
             self.end(record, admission, trace)
 
-    def end(self, record: RequestRecord, admission: Admission, trace: Trace | None) -> None:
+    def end(
+        self, record: RequestRecord, admission: Admission, trace: Trace | None, failure: BaseException | None = None
+    ) -> None:
         """Settle the reservation to the real cost, write the log row, count it in the metrics and the
-        traces: once, whatever happened. The embeddings use case ends its requests here too."""
+        traces: once, whatever happened. The embeddings use case ends its requests here too.
+
+        With `failure` (raised before any answer left): the record says how it failed, and an error
+        raised after routing carries the routing and rate-limit headers to the client too."""
+        if failure is not None:
+            record.fail(failure)
+            if isinstance(failure, QuasarError) and trace is not None and trace.attempts:
+                failure.headers = {**trace.headers(), **admission.headers, **failure.headers}
         if record.done:
             return
         record.finish(trace)

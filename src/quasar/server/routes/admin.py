@@ -43,7 +43,7 @@ class KeyFields(BaseModel):
         return values
 
 
-async def _admin(request: Request) -> None:
+async def admin_only(request: Request) -> None:
     principal = await request.app.state.keys.authenticate(request.headers.get("authorization"))
     if not principal.is_admin:
         raise PermissionDenied("The admin API needs the master key.", code="admin_only")
@@ -61,14 +61,14 @@ def _engine(request: Request) -> Any:
 
 @router.get("/keys", summary="List managed keys")
 async def list_keys(request: Request) -> Response:
-    await _admin(request)
+    await admin_only(request)
     rows = await key_rows.all_keys(_engine(request))
     return JSON({"object": "list", "data": [public(r) for r in rows]})
 
 
 @router.post("/keys", summary="Create a managed key; the key is in this answer only")
 async def create(request: Request) -> Response:
-    await _admin(request)
+    await admin_only(request)
     fields = parse_body(await request.body(), KeyFields).values()
     key, row = await create_key(_engine(request), fields)
     await _changed(request, row["id"])
@@ -84,13 +84,13 @@ async def _existing(request: Request, key_id: str) -> dict[str, Any]:
 
 @router.get("/keys/{key_id}", summary="One managed key")
 async def get_key(key_id: str, request: Request) -> Response:
-    await _admin(request)
+    await admin_only(request)
     return JSON(public(await _existing(request, key_id)))
 
 
 @router.patch("/keys/{key_id}", summary="Change a key's name, models, limits, budget or expiry")
 async def update(key_id: str, request: Request) -> Response:
-    await _admin(request)
+    await admin_only(request)
     await _existing(request, key_id)
     fields = parse_body(await request.body(), KeyFields).values()
     row = await key_rows.update_key(_engine(request), key_id, fields)
@@ -101,7 +101,7 @@ async def update(key_id: str, request: Request) -> Response:
 @router.delete("/keys/{key_id}", summary="Revoke a key")
 @router.post("/keys/{key_id}/revoke", summary="Revoke a key")
 async def revoke(key_id: str, request: Request) -> Response:
-    await _admin(request)
+    await admin_only(request)
     await _existing(request, key_id)
     row = await key_rows.revoke_key(_engine(request), key_id)
     await _changed(request, key_id)
@@ -110,5 +110,5 @@ async def revoke(key_id: str, request: Request) -> Response:
 
 @router.post("/reload", summary="Reload the config file: models, deployments, prices, router settings, static keys")
 async def reload(request: Request) -> Response:
-    await _admin(request)
+    await admin_only(request)
     return JSON(await request.app.state.reloader.reload())

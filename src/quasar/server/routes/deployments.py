@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from quasar.gateway.router import Candidate, Router
 from quasar.server.responses import JSON
-from quasar.server.routes.admin import _admin
+from quasar.server.routes.admin import admin_only
 
 router = APIRouter(prefix="/admin")
 
@@ -39,7 +39,7 @@ def describe(cand: Candidate, router: Router) -> dict[str, Any]:
 
 @router.get("/deployments", summary="Deployments with their health (cooldown, in flight, local slots and queue)")
 async def list_deployments(request: Request) -> Response:
-    await _admin(request)
+    await admin_only(request)
     routing: Router = request.app.state.service.router
     data = [describe(cand, routing) for cands in routing.by_model.values() for cand in cands]
     return JSON({"object": "list", "data": data})
