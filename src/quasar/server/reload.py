@@ -64,7 +64,9 @@ class Reloader:
             service = ChatService(
                 settings, models, keys=old.keys, meter=old.meter, cache=old.cache, log=old.log, tracing=old.tracing
             )
-            service.router.health = old.router.health  # cooldowns and latency, by deployment name
+            health = service.router.health = old.router.health  # cooldowns and latency, by deployment name
+            health.cooldown_seconds = settings.router.cooldown_seconds
+            health.allowed_fails = settings.router.allowed_fails
             service.metrics = old.metrics.follow(models)  # /metrics' counters go on across a reload
             old.keys.static = StaticKeys(settings.auth.api_keys, settings.auth.master_key)
             old.keys.invalidate()

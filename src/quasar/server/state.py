@@ -16,6 +16,7 @@ from quasar.catalog import ModelEntry
 from quasar.config import Settings
 from quasar.embeddings_service import EmbeddingsService
 from quasar.gateway.health_events import HealthEvents
+from quasar.gateway.latency_share import LatencyShare
 from quasar.service import ChatService
 from quasar.store import Store
 from quasar.store import keys as key_rows
@@ -48,6 +49,7 @@ def install(app: FastAPI, settings: Settings, models: dict[str, ModelEntry]) -> 
     )
     health = app.state.service.router.health
     app.state.health_events = HealthEvents(redis, settings.redis_namespace, health) if redis else None
+    app.state.latency_share = LatencyShare(redis, settings.redis_namespace, health) if redis else None
     app.state.embeddings = EmbeddingsService.alongside(app.state.service)
 
 
@@ -62,6 +64,8 @@ async def start(app: FastAPI) -> None:
         await app.state.key_events.start()
     if app.state.health_events is not None:
         await app.state.health_events.start()
+    if app.state.latency_share is not None:
+        app.state.latency_share.start()
     try:
         await _seed_budgets(app.state.settings, app.state.store, app.state.meter.limits)
     except Exception as exc:
@@ -76,6 +80,8 @@ async def stop(app: FastAPI) -> None:
         await app.state.key_events.close()
     if app.state.health_events is not None:
         await app.state.health_events.close()
+    if app.state.latency_share is not None:
+        await app.state.latency_share.close()
     await app.state.store.close()
     if app.state.redis is not None:
         await app.state.redis.aclose()
