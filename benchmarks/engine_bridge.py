@@ -69,7 +69,7 @@ def main() -> None:
     deployment = Deployment(
         engine="llamacpp", path="builtin:smollm2-135m-instruct", parallel=CLIENTS, context_length=8192
     )
-    engine = LlamaCppEngine(deployment, log=lambda _msg: None)
+    engine = LlamaCppEngine(deployment)
     engine.load()
     for _ in range(2):
         print(f"threaded TTFT median {statistics.median(threaded(engine)) * 1000:.1f} ms")

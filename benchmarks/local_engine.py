@@ -120,7 +120,6 @@ def inprocess_child() -> None:
 
     engine = LlamaCppEngine(
         Deployment(engine="llamacpp", path="builtin:smollm2-135m-instruct", parallel=PARALLEL, context_length=CONTEXT),
-        log=lambda _msg: None,
     )
     engine.load()
     server = engine._server

@@ -18,6 +18,7 @@ from quasar.cli.chat import chat
 from quasar.cli.store import check_store, register
 from quasar.config import environment_secrets, load_settings, redact
 from quasar.errors import ConfigError
+from quasar.observability.logs import STARTUP, configure, json_logs
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quasar: one OpenAI-compatible chat API.")
 
@@ -40,10 +41,15 @@ def _root(
     ),
 ) -> None:
     """Quasar: one OpenAI-compatible chat API."""
+    configure("text", "warning", access=False)  # `serve` sets its own; for the others, long steps' progress
 
 
 def _fail(message: str) -> None:
-    typer.secho(f"quasar: {message}", fg=typer.colors.RED, err=True)
+    """Say why in one line (a JSON object under `--log-format json`) and exit 2."""
+    if json_logs():
+        STARTUP.error("quasar: %s", message)
+    else:
+        typer.secho(f"quasar: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
@@ -97,7 +103,6 @@ def serve(
     """Serve the OpenAI-compatible API."""
     from quasar.cli.serving import QuasarServer
     from quasar.cli.tuning import tune_loaded_process
-    from quasar.observability.logs import STARTUP, configure
     from quasar.server import create_app
     from quasar.server.protocol import CorkedHttpToolsProtocol
 
@@ -109,6 +114,7 @@ def serve(
         settings = load_settings(config)
     except ConfigError as exc:
         _fail(str(exc))
+    sock = _listen(host, port)  # before anything says "serving" or migrates: a busy port is one line and exit 2
     store_has_keys = check_store(settings)
     open_server = not (settings.auth.api_keys or settings.auth.master_key or store_has_keys)
     if open_server and not is_loopback(host) and not insecure:
@@ -117,7 +123,6 @@ def serve(
             "Set QUASAR_API_KEYS (or auth.api_keys), create a key with `quasar keys create`, "
             "bind to 127.0.0.1, or pass --insecure."
         )
-    sock = _listen(host, port)  # before anything says "serving": a busy port is one line and exit 2
     failures: list[str] = []
 
     def on_load_failure(message: str) -> None:

@@ -25,11 +25,10 @@ import asyncio
 import contextlib
 import hashlib
 import importlib.metadata
+import logging
 import os
 import secrets
-import sys
 import threading
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,7 +64,9 @@ from quasar.errors import (
     QuasarError,
     QueueFull,
 )
+from quasar.observability.progress import step
 
+log = logging.getLogger("quasar.engine")
 _GGUF_MAGIC = b"GGUF"
 # OpenAI's sampling defaults, sent explicitly because llama.cpp's differ (temp 0.8, top_k 40, min_p 0.05).
 _OPENAI_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
@@ -111,14 +112,13 @@ class LlamaCppEngine:
     owned_by = "quasar"
     capabilities: frozenset[str] = frozenset({"json_schema", "tools"})
 
-    def __init__(self, deployment: Deployment, *, mode: str = "chat", log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, deployment: Deployment, *, mode: str = "chat") -> None:
         self.deployment = deployment
         self.mode = mode  # "embedding": llama.cpp pools each input into one vector; no chat
         self.context_length = deployment.context_length
         self.parallel = deployment.parallel
         self.capacity = deployment.parallel + deployment.max_queue
         self.path = resolve_model_path(deployment.path or "")
-        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._server: Any = None
         self._key = secrets.token_urlsafe(32)
         self._executor = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix="llamacpp")
@@ -145,11 +145,12 @@ class LlamaCppEngine:
         import xllamacpp
 
         size_mb = self.path.stat().st_size / 1e6
-        self._log(
-            f"quasar: loading {self.path.name} ({size_mb:.0f} MB), {self.parallel} slots, "
-            f"context {self.context_length} ..."
-        )
-        started = time.perf_counter()
+        name, slots, context = self.path.name, self.parallel, self.context_length
+        doing = f"quasar: loading {name} ({size_mb:.0f} MB), {slots} slots, context {context}"
+        with step(doing, f"quasar: loaded {self.path.name}"):
+            self._load(xllamacpp)
+
+    def _load(self, xllamacpp: Any) -> None:
         _preread(self.path)
         params = xllamacpp.CommonParams()
         params.model.path = str(self.path)
@@ -159,7 +160,7 @@ class LlamaCppEngine:
         threads = self.deployment.threads or os.cpu_count() or 1
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
-        params.verbosity = -1
+        params.verbosity = 3 if log.isEnabledFor(logging.DEBUG) else -1  # llama.cpp speaks at --log-level debug
         params.warmup = True
         # The embedded listener: loopback only, random port, a key nobody else has.
         params.hostnames = ["127.0.0.1"]
@@ -177,7 +178,6 @@ class LlamaCppEngine:
         self.fingerprint = "fp_" + hashlib.sha256(ident.encode()).hexdigest()[:10]
         if self.mode == "chat":
             self._measure_template()
-        self._log(f"quasar: loaded {self.path.name} in {time.perf_counter() - started:.2f}s")
 
     def _measure_template(self) -> None:
         """What the chat template adds, in tokens: to any prompt, and per message (for `prompt_bound`)."""
@@ -187,7 +187,7 @@ class LlamaCppEngine:
                 [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}, {"role": "user", "content": ""}]
             )
         except Exception as exc:  # the floor still bounds most templates; say so rather than fail the load
-            self._log(f"quasar: could not measure the chat template ({exc}); using the default prompt bound")
+            log.warning("quasar: could not measure the chat template (%s); using the default prompt bound", exc)
             return
         per_message = -(-(three - one) // 2) + 1
         self._template_per_message = max(_TEMPLATE_TOKENS_PER_MESSAGE, per_message)

@@ -41,7 +41,8 @@ _ACCESS_FIELDS = (
     "cache_hit",
     "stream",
 )
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "request_id", "asctime"}
+# not `extra` fields: the record's own, and uvicorn's copy of its message with terminal colours
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "request_id", "asctime", "color_message"}
 
 
 class RequestIdFilter(logging.Filter):
@@ -88,8 +89,14 @@ class TextFormatter(logging.Formatter):
 def configure(log_format: LogFormat, level: str, *, access: bool) -> None:
     """Send every log line (Quasar's, uvicorn's, the libraries') to stderr in `log_format`: Quasar's from
     `level` up (uvicorn sets its own loggers to it), the libraries' from WARNING, the access lines at
-    INFO when `access`. The handler sits on the root logger."""
-    handler = logging.StreamHandler(sys.stderr)
+    INFO when `access`. The handler sits on the root logger. Under json, whatever else writes to stderr
+    (llama.cpp, a traceback) is read back and logged as JSON too (observability/stderr.py)."""
+    stream = sys.stderr
+    if log_format == "json":
+        from quasar.observability.stderr import reroute
+
+        stream = reroute()
+    handler = logging.StreamHandler(stream)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
@@ -98,6 +105,11 @@ def configure(log_format: LogFormat, level: str, *, access: bool) -> None:
     logging.getLogger("quasar").setLevel(level.upper())
     ACCESS.setLevel(logging.INFO if access else logging.CRITICAL + 1)
     STARTUP.setLevel(logging.INFO)
+
+
+def json_logs() -> bool:
+    """Whether `configure` set the log lines to JSON."""
+    return any(isinstance(handler.formatter, JsonFormatter) for handler in logging.getLogger().handlers)
 
 
 def access(record: RequestRecord) -> None:

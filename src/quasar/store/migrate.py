@@ -11,6 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from quasar.observability.progress import step
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -58,7 +60,9 @@ async def upgrade(engine: AsyncEngine) -> tuple[str | None, str]:
         if not known:
             raise SchemaMismatch(_newer(before, target))
         if before != target:
-            await conn.run_sync(lambda c: command.upgrade(_config(c), "head"))
+            doing = f"quasar: migrating the database from {before or 'empty'} to revision {target}"
+            with step(doing, f"quasar: database migrated to revision {target}"):
+                await conn.run_sync(lambda c: command.upgrade(_config(c), "head"))
     return before, target
 
 
