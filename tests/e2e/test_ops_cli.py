@@ -18,10 +18,10 @@ from tests.server import Running, quasar_server
 KEY = "sk-chat-cli-test"
 
 
-def quasar(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def quasar(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUASAR_")}
     cmd = [sys.executable, "-m", "quasar.cli", *args]
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,26 @@ def test_chat_default_model_and_errors(gw: Running, fake: FakeProvider) -> None:
     assert done.stdout.strip() == "Hello from a"
     refused = quasar("chat", "--url", gw.url, "--key", "sk-wrong", stdin="hi\n")
     assert refused.returncode == 1 and "401" in refused.stderr
+
+
+def test_chat_local_talks_to_the_builtin_model_and_stops_it() -> None:
+    script = "/system Answer in one short sentence.\nSay hello.\n/exit\n"
+    done = quasar("chat", "--local", "--max-tokens", "8", stdin=script, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "quasar: built-in model ready in" in done.stderr
+    assert "quasar chat: spark at http://127.0.0.1:" in done.stderr
+    assert done.stdout.strip() and "[spark: " in done.stderr and "tokens" in done.stderr
+    port = int(done.stderr.split("quasar chat: spark at http://127.0.0.1:")[1].split(".")[0])
+    with socket.socket() as probe:  # the private server is gone with the chat
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_chat_says_how_to_start_a_server_when_none_answers() -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    done = quasar("chat", "--url", f"http://127.0.0.1:{port}", stdin="hi\n")
+    assert done.returncode == 1 and "quasar serve" in done.stderr and "--local" in done.stderr
 
 
 def test_serve_on_a_busy_port_says_so_in_one_line() -> None:

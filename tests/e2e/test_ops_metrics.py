@@ -144,7 +144,8 @@ def test_metrics_open_with_local_slots(server: Running, client: openai.OpenAI) -
     assert value(after, "quasar_local_slots_busy", deployment="spark#0") == 0
     assert value(after, "quasar_requests_total", model="spark", status="200") >= 1
     assert value(after, "quasar_time_to_first_token_seconds_count", model="spark") >= 1
-    # every metric the operations guide and the Grafana dashboard name is one the server exposes
+    # every metric the operations guide and the Grafana dashboard name is one the server exposes, and the
+    # guide's table documents every metric the server exposes
     families = {family.name for family in text_string_to_metric_families(scrape(server, None).text)}
     for doc in ("operations.md", "grafana-quasar.json"):
         named = {
@@ -152,3 +153,8 @@ def test_metrics_open_with_local_slots(server: Running, client: openai.OpenAI) -
             for n in re.findall(r"quasar_[a-z_]+", (DOCS / doc).read_text())
         }
         assert named <= families, (doc, named - families)
+    table = {
+        re.sub(r"_total$", "", n)
+        for n in re.findall(r"^\| `(quasar_[a-z_]+)`", (DOCS / "operations.md").read_text(), re.M)
+    }
+    assert families <= table, families - table

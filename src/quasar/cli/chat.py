@@ -1,4 +1,5 @@
-"""`quasar chat`: an interactive streaming chat in the terminal against a running Quasar.
+"""`quasar chat`: an interactive streaming chat in the terminal against a running Quasar, or (`--local`)
+a private one serving the built-in model (cli/local.py).
 
 Plain stdlib HTTP (http.client), so that it works wherever `quasar` is installed. Each line typed is a
 user message; the reply streams as it is generated, then its token count and tokens/s. The history is
@@ -32,6 +33,7 @@ class Session:
     key: str | None
     model: str | None = None
     system: str | None = None
+    max_tokens: int | None = None
     history: list[dict[str, str]] = field(default_factory=list)
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -57,7 +59,7 @@ class Session:
     def ask(self, text: str) -> Iterator[str]:
         """Send `text` with the history; yield the reply's pieces; then keep both in the history."""
         reply: list[str] = []
-        for piece in self.ask_once(text):
+        for piece in self.ask_once(text, self.max_tokens):
             reply.append(piece)
             yield piece
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(reply)}]
@@ -106,15 +108,34 @@ def chat(
     model: str = typer.Option(None, "--model", "-m", help="Model to talk to (default: the server's first)."),
     url: str = typer.Option(None, help="The server (QUASAR_URL; default http://127.0.0.1:8000)."),
     key: str = typer.Option(None, help="API key (QUASAR_API_KEY), if the server needs one."),
+    local: bool = typer.Option(False, "--local", help="Start a private server with the built-in model instead."),
+    max_tokens: int = typer.Option(None, "--max-tokens", min=1, help="Longest reply, in tokens."),
 ) -> None:
-    """Chat with a running Quasar in the terminal, streaming each reply."""
-    session = Session(
-        url or os.environ.get("QUASAR_URL") or "http://127.0.0.1:8000", key or os.environ.get("QUASAR_API_KEY")
-    )
+    """Chat with a running Quasar (or, with --local, the built-in model) in the terminal, streaming each reply."""
+    if not local:
+        url = url or os.environ.get("QUASAR_URL") or "http://127.0.0.1:8000"
+        _converse(Session(url, key or os.environ.get("QUASAR_API_KEY"), max_tokens=max_tokens), model)
+        return
+    from quasar.cli.local import LocalFailed, local_server
+
+    try:
+        with local_server() as private:
+            _converse(Session(private, None, max_tokens=max_tokens), model)
+    except LocalFailed as exc:
+        typer.secho(f"quasar: the built-in model did not start: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+def _converse(session: Session, model: str | None) -> None:
+    """Read lines until /exit or the end of input; each a message or a command."""
     try:
         session.model = model or session.models()[0]
     except (OSError, ChatFailed) as exc:
-        typer.secho(f"quasar: cannot reach {session.url}: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(
+            f"quasar: cannot reach {session.url}: {exc} (start one with `quasar serve`, or use --local)",
+            fg=typer.colors.RED,
+            err=True,
+        )
         raise typer.Exit(1) from None
     interactive = sys.stdin.isatty()
     typer.echo(f"quasar chat: {session.model} at {session.url}. {HELP}", err=True)
