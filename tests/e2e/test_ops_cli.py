@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -94,10 +95,13 @@ def test_serve_on_a_busy_port_says_so_in_one_line() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         done = quasar("serve", "--port", str(port))
+        as_json = quasar("serve", "--port", str(port), "--log-format", "json")
+    said = f"quasar: cannot listen on 127.0.0.1:{port}: the port is in use (is another server running there?)"
     assert done.returncode != 0
-    assert done.stderr.strip().splitlines() == [
-        f"quasar: cannot listen on 127.0.0.1:{port}: the port is in use (is another server running there?)"
-    ]
+    assert done.stderr.strip().splitlines() == [said]
+    assert as_json.returncode != 0
+    lines = [json.loads(line) for line in as_json.stderr.strip().splitlines()]
+    assert [(line["level"], line["message"]) for line in lines] == [("error", said)]
 
 
 def test_serve_says_where_the_database_is(gw: Running) -> None:

@@ -4,7 +4,9 @@ port with a throw-away database, and stopped when the chat ends."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +39,9 @@ def local_server() -> Iterator[str]:
         cmd = [sys.executable, "-m", "quasar.cli", "serve", "--port", str(port), "--config", str(home / "quasar.yaml")]
         url = f"http://127.0.0.1:{port}"
         with (home / "serve.log").open("wb") as log:
-            process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+            process = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp, preexec_fn=_die_with_parent
+            )
         try:
             with step("quasar: starting the built-in model", "quasar: built-in model ready"):
                 _wait_ready(url, process, home / "serve.log")
@@ -62,6 +66,12 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
                 return
         time.sleep(0.1)
     raise LocalFailed(f"not ready after {READY_WITHIN:g} s")
+
+
+def _die_with_parent() -> None:
+    """In the child, on Linux: a SIGTERM when `quasar chat` dies, even killed, so no server is left behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
