@@ -61,7 +61,7 @@ def test_a_429_on_one_replica_cools_the_deployment_on_every_replica(replicas) ->
 def latency_replicas() -> Iterator[tuple[list[Running], FakeProvider, FakeProvider]]:
     with (
         FakeProvider("quick") as a,
-        FakeProvider("steady", default="slow:0.05") as b,
+        FakeProvider("steady", default="slow:0.25") as b,
         redis_namespace() as namespace,
         contextlib.ExitStack() as stack,
     ):
@@ -96,11 +96,11 @@ def test_one_replicas_slow_observations_change_the_others_choice(latency_replica
     (one, two), quick, _ = latency_replicas
     # `two` measures both: unmeasured deployments go first, then the faster one
     assert [_served_by(two) for _ in range(3)] == ["quick", "steady", "quick"]
-    # `quick` turns slow for `one`, which measures it once at 0.6 s and moves to `steady`
-    quick.script("slow:0.6")
+    # `quick` turns slow for `one`, which measures it once at 1.5 s and moves to `steady`
+    quick.script("slow:1.5")
     assert [_served_by(one) for _ in range(3)] == ["quick", "steady", "steady"]
     deadline = time.monotonic() + 5
-    while _latency_ms(two, "quick") < 100 and time.monotonic() < deadline:
+    while _latency_ms(two, "quick") < 400 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _latency_ms(two, "quick") >= 100  # `one`'s sample, weighed in with `two`'s own two fast ones
+    assert _latency_ms(two, "quick") >= 400  # `one`'s sample, weighed in with `two`'s own two fast ones
     assert _served_by(two) == "steady"
