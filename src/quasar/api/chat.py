@@ -265,7 +265,9 @@ class ChatRequest(_Wire):
     def too_many_tools(self, limit: int) -> str | None:
         """Why the request has more tools than `limit` allows, or None."""
         count = len(self.function_tools)
-        return f"{count} tools given; at most {limit} are allowed" if count > limit else None
+        if count <= limit:
+            return None
+        return f"Invalid value for 'tools': {count} tools given; at most {limit} are allowed (server.max_tools)."
 
     @property
     def completion(self) -> dict[str, Any] | None:

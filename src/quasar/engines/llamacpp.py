@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,7 @@ class LlamaCppEngine:
         self._http: Pool | None = None  # to the embedded listener: to count prompt tokens and check schemas
         self._schema_errors: dict[bytes, str | None] = {}  # what llama.cpp said of each schema checked
         self.fingerprint = ""
+        self.n_vocab: int | None = None  # token ids run from 0 to n_vocab - 1 (None: not known)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -175,6 +176,7 @@ class LlamaCppEngine:
         self._server = self._construct(xllamacpp.Server, params)
         ident = f"{self.path.name}:{self.path.stat().st_size}:{xllamacpp.__version__}"
         self.fingerprint = "fp_" + hashlib.sha256(ident.encode()).hexdigest()[:10]
+        self.n_vocab = self._vocab_size()
         if self.mode == "chat":
             self._measure_template()
         self._log(f"quasar: loaded {self.path.name} in {time.perf_counter() - started:.2f}s")
@@ -192,6 +194,28 @@ class LlamaCppEngine:
         per_message = -(-(three - one) // 2) + 1
         self._template_per_message = max(_TEMPLATE_TOKENS_PER_MESSAGE, per_message)
         self._template_base = max(_TEMPLATE_TOKENS_BASE, one + 1)
+
+    def _vocab_size(self) -> int | None:
+        """The model's vocabulary size, as the embedded listener's /v1/models reports it."""
+        req = urllib.request.Request(
+            self._server.listening_address + "/v1/models", headers={"Authorization": f"Bearer {self._key}"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 -- our own loopback listener
+                return int(orjson.loads(resp.read())["data"][0]["meta"]["n_vocab"])
+        except Exception as exc:  # llama.cpp still refuses ids past it, without naming the field
+            self._log(f"quasar: could not read the vocabulary size ({exc}); token ids are not checked")
+            return None
+
+    def check_token_ids(self, ids: Iterable[int], param: str) -> None:
+        """400 naming `param` when a token id is beyond the model's vocabulary."""
+        top = max(ids, default=-1)
+        if self.n_vocab is not None and top >= self.n_vocab:
+            raise InvalidRequest(
+                f"Invalid value for '{param}': token id {top} is beyond this model's vocabulary "
+                f"(ids 0 to {self.n_vocab - 1}).",
+                param=param,
+            )
 
     def _count_blocking(self, messages: list[dict[str, Any]]) -> int:
         req = urllib.request.Request(
@@ -266,6 +290,7 @@ class LlamaCppEngine:
         if request.seed is not None:
             body["seed"] = request.seed & 0xFFFFFFFF
         if request.logit_bias:
+            self.check_token_ids(map(int, request.logit_bias), "logit_bias")
             # -100 is a ban, as in OpenAI's API; llama.cpp spells a ban `false`.
             body["logit_bias"] = [[int(t), False if b <= -100 else b] for t, b in request.logit_bias.items()]
         if request.logprobs:
@@ -373,6 +398,7 @@ class LlamaCppEngine:
         body = self.payload(request)
         if request.completion is not None:
             body = completion.local_body(body, request)
+            self.check_token_ids(completion.token_ids(body["prompt"]), "prompt")
         plan = tool_plan(request)
         if plan is not None:
             await self.check_schemas(request, plan)
@@ -478,6 +504,8 @@ class LlamaCppEngine:
             raise QueueFull(
                 f"{self.capacity} embedding requests are already waiting; retry shortly", headers={"Retry-After": "1"}
             )
+        if inputs and not isinstance(inputs[0], str):
+            self.check_token_ids((t for tokens in inputs for t in tokens), "input")  # type: ignore[union-attr]
         self._in_flight += 1
         try:
             loop = asyncio.get_running_loop()
