@@ -256,7 +256,7 @@ class LlamaCppEngine:
     def busy(self) -> tuple[bool, float]:
         return self._in_flight >= self.parallel, float(self._in_flight)
 
-    def with_credentials(self, api_key: str | None, base_url: str | None) -> LlamaCppEngine:
+    def with_credentials(self, api_key: str | None, base_url: str | None, address: str | None = None) -> LlamaCppEngine:
         return self  # runs in this process: there is no provider to send credentials to
 
     # -- requests ------------------------------------------------------------------------------
@@ -376,6 +376,7 @@ class LlamaCppEngine:
         if plan.text_schema is not None:
             checks.append(("response_format.json_schema.schema", plan.text_schema))
         for param, schema in checks:
+            _local_refs_only(schema, param)
             key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
             if key not in self._schema_errors:
                 fmt = {"type": "json_schema", "json_schema": {"name": "check", "schema": schema}}
@@ -402,6 +403,8 @@ class LlamaCppEngine:
         plan = tool_plan(request)
         if plan is not None:
             await self.check_schemas(request, plan)
+        elif request.response_format is not None and request.response_format.json_schema is not None:
+            _local_refs_only(request.response_format.json_schema.schema_, "response_format.json_schema.schema")
         prompt, output, exact = await self.fit(request, body)
         need = prompt + output * request.n  # the n choices share the prompt's cells
         if not exact and not self._kv.fits_now(need):
@@ -615,6 +618,31 @@ def _as_tool_deltas(chunk: dict[str, Any], plan: ToolPlan, writers: dict[int, De
         part["finish_reason"] = writer.finish_reason(reason)
         keep = keep or bool(new) or reason is not None
     return keep
+
+
+def _local_refs_only(schema: Any, param: str) -> None:
+    """400 naming `param` for a schema whose `$ref` points outside it: llama.cpp fails on those with a
+    bare error (and must never fetch or open what they name)."""
+    if (ref := _outside_ref(schema)) is not None:
+        raise InvalidRequest(
+            f"Invalid value for '{param}': only references into the same schema ('#/...') are supported; "
+            f"{ref[:100]!r} is not one.",
+            param=param,
+        )
+
+
+def _outside_ref(schema: Any) -> str | None:
+    """The first `$ref` in a JSON Schema that points outside it (a URL, a file), or None."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return ref
+        schema = list(schema.values())
+    if isinstance(schema, list):
+        for item in schema:
+            if (found := _outside_ref(item)) is not None:
+                return found
+    return None
 
 
 def _trim_top_logprobs(body: dict[str, Any]) -> None:
