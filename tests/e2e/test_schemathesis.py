@@ -105,3 +105,6 @@ def test_content_the_server_requires_is_required_in_the_document(document: dict)
     assert "messages" in document["components"]["schemas"]["ChatRequest"]["required"]
     anthropic = document["components"]["schemas"]["AnthropicMessagesRequest"]
     assert {"model", "messages", "max_tokens"} <= set(anthropic["required"])
+    items = document["components"]["schemas"]["ResponsesRequest"]["properties"]["input"]["anyOf"][1]["items"]["anyOf"]
+    assert len(items) == 4  # Responses' input items, which the translation validates one by one
+    assert {"role", "content"} <= set(document["components"]["schemas"]["ResponsesInputMessage"]["required"])

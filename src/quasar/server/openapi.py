@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from quasar.api.responses import ResponsesRequest
+from quasar.api.responses import AssistantMessage, FunctionCall, FunctionCallOutput, InputMessage, ResponsesRequest
 from quasar.server.routes import completions
 from quasar.server.routes.admin import KeyFields
 from quasar.server.routes.chat import CHAT_ENDPOINTS
@@ -89,6 +89,7 @@ def install(app: FastAPI) -> None:
         schema["paths"].setdefault(RESPONSES_PATH, {})["post"] = _operation(
             summary, _ref(ResponsesRequest, components), answer
         )
+        _responses_items(components)
         for (path, method), model in _BODIES.items():
             body = {"required": True, "content": {"application/json": {"schema": _ref(model, components)}}}
             schema["paths"][path][method]["requestBody"] = body
@@ -107,6 +108,18 @@ def _ref(model: type[BaseModel], components: dict[str, Any], prefix: str = "") -
     components.update({f"{prefix}{name}": d for name, d in defs.pop("$defs", {}).items()})
     components[f"{prefix}{model.__name__}"] = defs
     return {"$ref": f"#/components/schemas/{prefix}{model.__name__}"}
+
+
+def _responses_items(components: dict[str, Any]) -> None:
+    """Responses' `input` items, which its translation validates one by one, described in the document."""
+    items = [
+        _ref(m, components, prefix="Responses")
+        for m in (InputMessage, AssistantMessage, FunctionCall, FunctionCallOutput)
+    ]
+    for branch in components[ResponsesRequest.__name__]["properties"]["input"]["anyOf"]:
+        if branch.get("type") == "array":
+            branch["items"] = {"anyOf": items}
+            branch["minItems"] = 1
 
 
 def _operation(summary: str, body: dict[str, str], ok: str) -> dict[str, Any]:
