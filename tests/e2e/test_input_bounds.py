@@ -17,6 +17,7 @@ from tests.server import Running, free_port, quasar_server
 
 MSG = [{"role": "user", "content": "hi"}]
 LIMIT = 50  # the gateway's server.max_messages, max_tools and max_embedding_inputs
+ANY_413 = "Request body is larger than the limit of 4194304 bytes."
 
 
 @pytest.fixture(scope="module")
@@ -231,13 +232,19 @@ def test_each_limit_is_a_400_naming_the_field(
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/chat/completions", "/api/generate/", "/v1/completions", "/v1/responses", "/v1/embeddings"]
+    "path",
+    ["/v1/chat/completions", "/api/generate/", "/v1/completions", "/v1/responses", "/v1/embeddings", "/v1/messages"],
 )
-def test_a_body_over_the_limit_is_a_413(gw: Running, fake: FakeProvider, path: str) -> None:
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_body_over_the_limit_is_a_413(gw: Running, fake: FakeProvider, path: str, declared: bool) -> None:
     body = b'{"model": "up", "messages": [{"role": "user", "content": "' + b"x" * (5 << 20) + b'"}]}'
-    r = httpx.post(f"{gw.url}{path}", content=body, headers={"content-type": "application/json"}, timeout=60)
+    content = body if declared else iter([body[i : i + 65536] for i in range(0, len(body), 65536)])  # chunked
+    r = httpx.post(f"{gw.url}{path}", content=content, headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == 413, r.text
-    assert r.json()["error"]["code"] == "request_too_large"
+    if path == "/v1/messages":
+        assert r.json() == {"type": "error", "error": {"type": "request_too_large", "message": ANY_413}}
+    else:
+        assert r.json()["error"]["code"] == "request_too_large"
     assert not fake.requests
 
 
