@@ -156,6 +156,7 @@ class ServerConfig(_Strict):
     max_n: int = Field(8, ge=1, le=128)
     max_embedding_inputs: int = Field(2048, ge=1)  # inputs in one /v1/embeddings request (OpenAI's bound)
     max_tools: int = Field(128, ge=1, le=4096)  # function tools in one chat request
+    max_messages: int = Field(2048, ge=1)  # messages in one request (Responses' input items, Anthropic's messages)
     shutdown_grace_seconds: float = Field(10.0, ge=0)  # on SIGTERM/SIGINT, for requests in flight to finish
     header_timeout_seconds: float = Field(10.0, gt=0)  # for a request's head to arrive; else 408, closed
     body_timeout_seconds: float = Field(30.0, gt=0)  # for a request's whole body to arrive; else 408

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, TypeVar
 
@@ -22,6 +23,10 @@ def parse_body(raw: bytes, model: type[M]) -> M:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         if first["type"] == "json_invalid":
+            if "recursion limit" in str(first["msg"]):
+                field = _deepest_field(raw)
+                where = f"Invalid value for '{field}'" if field else "Invalid JSON body"
+                raise InvalidRequest(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels.", param=field) from None
             raise InvalidRequest(
                 "We could not parse the JSON body of your request. The body must be valid JSON."
             ) from None
@@ -49,6 +54,28 @@ def check_numbers(parsed: BaseModel) -> None:
     for part in reversed(path):
         param += f"[{part}]" if isinstance(part, int) else (f".{part}" if param else part)
     raise InvalidRequest(f"Invalid value for '{param}': {reason}", param=param)
+
+
+MAX_JSON_DEPTH = 200  # the JSON parser's (pydantic's jiter) own limit on nested arrays and objects
+
+
+def _deepest_field(raw: bytes) -> str | None:
+    """The top-level field of a body the parser refused as nested too deep (Python's json goes deeper)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    return max(body, key=lambda k: _depth(body[k]), default=None)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
 
 
 _INT_RANGE = "integers must be between -2**63 and 2**63-1 (signed 64-bit)."

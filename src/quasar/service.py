@@ -125,10 +125,16 @@ class ChatService:
     def parse(self, raw: bytes, call: Call) -> tuple[ChatRequest, GatewayOptions]:
         """The validated request and its seed-003 fields; every check on the body alone is made here."""
         request = call.translate(raw) if call.translate is not None else parse_body(raw, call.schema)
-        max_n = self.settings.server.max_n
-        if request.n > max_n:
-            raise InvalidRequest(f"Invalid value for 'n': at most {max_n} choices per request.", param="n")
-        if too_many := request.too_many_tools(self.settings.server.max_tools):
+        limits = self.settings.server
+        if request.n > limits.max_n:
+            raise InvalidRequest(f"Invalid value for 'n': at most {limits.max_n} choices per request.", param="n")
+        if len(request.messages) > limits.max_messages:
+            raise InvalidRequest(
+                f"{len(request.messages)} messages given; at most {limits.max_messages} are allowed "
+                "(server.max_messages).",
+                param="messages",
+            )
+        if too_many := request.too_many_tools(limits.max_tools):
             raise InvalidRequest(too_many, param="tools")
         try:
             options = gateway_options(request)

@@ -9,12 +9,15 @@ from collections.abc import Iterator
 
 import httpx2 as httpx
 import pytest
+import yaml
 
 from tests.fake_provider import FakeProvider
 from tests.gateway_config import gateway_config, upstream
 from tests.server import Running, free_port, quasar_server
 
 MSG = [{"role": "user", "content": "hi"}]
+LIMIT = 50  # the gateway's server.max_messages, max_tools and max_embedding_inputs
+ANY_413 = "Request body is larger than the limit of 4194304 bytes."
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +41,12 @@ def gw(fake: FakeProvider, blackhole: int) -> Iterator[Running]:
         "silent": [upstream(f"https://127.0.0.1:{blackhole}/v1", provider="hole", connect_timeout=0.5)],
         "refused": [upstream(f"http://127.0.0.1:{free_port()}/v1", provider="gone")],
     }
-    with quasar_server(
+    config = yaml.safe_load(
         gateway_config(models, retries=0, allowed_fails=1000, cooldown_seconds=0, allowed_hosts=["127.0.0.1"])
-    ) as running:
+    )
+    config["models"].append({"name": "emb", "mode": "embedding", "deployments": [upstream(fake)]})
+    config["server"] = {"max_messages": LIMIT, "max_tools": LIMIT, "max_embedding_inputs": LIMIT}
+    with quasar_server(yaml.safe_dump(config)) as running:
         yield running
 
 
@@ -150,6 +156,105 @@ def test_a_refused_connection_says_refused(gw: Running, stream: bool) -> None:
     assert "connection refused" in r.json()["error"]["message"]
 
 
+# -- every limit, on every endpoint that takes the field -----------------------------------------
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+FLAT_TOOL = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+ANTHROPIC_TOOL = {"name": "f", "input_schema": {"type": "object"}}
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def _bodies() -> list[tuple[str, dict, str, str]]:
+    """(path, body, the field the 400 names, a phrase its message holds)."""
+    chat, msgs, big_stop = {"model": "up", "messages": MSG}, MSG * (LIMIT + 1), "s" * 1_000_000
+    anthropic = {"model": "up", "max_tokens": 5, "messages": MSG}
+    deep = _nested(201)
+    cases = []
+    for path in ("/v1/chat/completions", "/api/generate/"):
+        cases += [
+            (path, {**chat, "messages": msgs}, "messages", "server.max_messages"),
+            (path, {**chat, "n": 9}, "n", "at most 8"),
+            (path, {**chat, "max_tokens": 2**31}, "max_tokens", "2147483647"),
+            (path, {**chat, "stop": big_stop}, "stop", "1024"),
+            (path, {**chat, "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
+            (path, {**chat, "logit_bias": {str(i): 1 for i in range(100_000)}}, "logit_bias", "at most 300"),
+            (path, {**chat, "logit_bias": {str(2**31): 1}}, "logit_bias", "token ids"),
+            (path, {**chat, "tools": [TOOL] * (LIMIT + 1)}, "tools", "server.max_tools"),
+            (path, {**chat, "vendor": deep}, "vendor", "nested deeper than 200"),
+        ]
+    prompt = {"model": "up", "prompt": "hi"}
+    cases += [
+        ("/v1/completions", {**prompt, "n": 9}, "n", "at most 8"),
+        ("/v1/completions", {**prompt, "prompt": ["a"] * 5, "n": 2}, "n", "at most 8"),  # n per prompt
+        ("/v1/completions", {**prompt, "max_tokens": 2**31}, "max_tokens", "2147483647"),
+        ("/v1/completions", {**prompt, "stop": big_stop}, "stop", "1024"),
+        ("/v1/completions", {**prompt, "logit_bias": {str(i): 1 for i in range(100_000)}}, "logit_bias", "300"),
+        ("/v1/completions", {**prompt, "vendor": deep}, "vendor", "nested deeper than 200"),
+        ("/v1/responses", {"model": "up", "input": msgs}, "input", "server.max_messages"),
+        ("/v1/responses", {"model": "up", "input": "hi", "max_output_tokens": 2**31}, "max_output_tokens", "2147"),
+        ("/v1/responses", {"model": "up", "input": "hi", "tools": [FLAT_TOOL] * (LIMIT + 1)}, "tools", "max_tools"),
+        ("/v1/responses", {"model": "up", "input": "hi", "vendor": deep}, "vendor", "nested deeper than 200"),
+        ("/v1/messages", {**anthropic, "messages": msgs}, "messages", "server.max_messages"),
+        ("/v1/messages", {**anthropic, "max_tokens": 2**31}, "max_tokens", "2147483647"),
+        ("/v1/messages", {**anthropic, "stop_sequences": [big_stop]}, "stop_sequences[0]", "1024"),
+        ("/v1/messages", {**anthropic, "stop_sequences": ["a"] * 5}, "stop_sequences", "at most 4"),
+        ("/v1/messages", {**anthropic, "tools": [ANTHROPIC_TOOL] * (LIMIT + 1)}, "tools", "server.max_tools"),
+        ("/v1/messages", {**anthropic, "tools": [{"name": "f", "input_schema": {}}]}, "tools[0].input_schema", "obj"),
+        ("/v1/messages", {**anthropic, "vendor": deep}, "vendor", "nested deeper than 200"),
+        ("/v1/messages/count_tokens", {"model": "up", "messages": msgs}, "messages", "server.max_messages"),
+        ("/v1/embeddings", {"model": "emb", "input": ["x"] * (LIMIT + 1)}, "input", f"at most {LIMIT}"),
+        ("/v1/embeddings", {"model": "emb", "input": "x " * 1_000_000}, "input", "context length"),
+        ("/v1/embeddings", {"model": "emb", "input": "x", "vendor": deep}, "vendor", "nested deeper than 200"),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize(("path", "body", "param", "phrase"), _bodies(), ids=lambda v: v if isinstance(v, str) else "")
+def test_each_limit_is_a_400_naming_the_field(
+    gw: Running, fake: FakeProvider, path: str, body: dict, param: str, phrase: str
+) -> None:
+    r = httpx.post(f"{gw.url}{path}", json=body, timeout=60)
+    assert r.status_code == 400, r.text
+    if path.startswith("/v1/messages"):  # Anthropic's envelope, which has no param: the message names it
+        error = r.json()["error"]
+        assert r.json()["type"] == "error" and error["type"] == "invalid_request_error"
+        assert f"'{param}'" in error["message"] or f"{param}:" in error["message"] or param == "messages", error
+    else:
+        error = assert_400(r, param)
+    assert phrase in error["message"], error["message"]
+    assert not fake.requests
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/chat/completions", "/api/generate/", "/v1/completions", "/v1/responses", "/v1/embeddings", "/v1/messages"],
+)
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_body_over_the_limit_is_a_413(gw: Running, fake: FakeProvider, path: str, declared: bool) -> None:
+    body = b'{"model": "up", "messages": [{"role": "user", "content": "' + b"x" * (5 << 20) + b'"}]}'
+    content = body if declared else iter([body[i : i + 65536] for i in range(0, len(body), 65536)])  # chunked
+    r = httpx.post(f"{gw.url}{path}", content=content, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 413, r.text
+    if path == "/v1/messages":
+        assert r.json() == {"type": "error", "error": {"type": "request_too_large", "message": ANY_413}}
+    else:
+        assert r.json()["error"]["code"] == "request_too_large"
+    assert not fake.requests
+
+
+def test_within_the_limits_is_served(gw: Running, fake: FakeProvider) -> None:
+    body = {"model": "up", "messages": MSG * LIMIT, "tools": [TOOL] * LIMIT, "vendor": _nested(200)}
+    r = httpx.post(f"{gw.v1}/chat/completions", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert len(fake.requests[-1]["body"]["messages"]) == LIMIT
+
+
 # -- the built-in model (the default server) --------------------------------------------------
 
 
@@ -168,3 +273,25 @@ def test_logit_bias_in_range_is_served(server: Running) -> None:
     body = {"model": "spark", "messages": MSG, "logit_bias": {"0": -100, "42": 2}, "max_tokens": 2}
     r = httpx.post(f"{server.v1}/chat/completions", json=body, timeout=60)
     assert r.status_code == 200, r.text
+
+
+VOCAB = 49152  # SmolLM2's vocabulary: ids 0 to 49151
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_logit_bias_beyond_the_local_vocabulary_is_a_400(server: Running, stream: bool) -> None:
+    body = {"model": "spark", "messages": MSG, "logit_bias": {str(VOCAB): 1}, "max_tokens": 2, "stream": stream}
+    err = assert_400(httpx.post(f"{server.v1}/chat/completions", json=body, timeout=60), "logit_bias")
+    assert f"0 to {VOCAB - 1}" in err["message"], err
+    body["logit_bias"] = {str(VOCAB - 1): 1}
+    assert httpx.post(f"{server.v1}/chat/completions", json=body, timeout=60).status_code == 200
+
+
+def test_prompt_and_input_token_ids_beyond_the_local_vocabulary_are_a_400(server: Running) -> None:
+    body = {"model": "spark", "prompt": [1, VOCAB], "max_tokens": 1}
+    r = httpx.post(f"{server.v1}/completions", json=body, timeout=60)
+    assert f"0 to {VOCAB - 1}" in assert_400(r, "prompt")["message"]
+    r = httpx.post(f"{server.v1}/completions", json={"model": "spark", "prompt": [[1], [2, VOCAB]]}, timeout=60)
+    assert_400(r, "prompt")
+    r = httpx.post(f"{server.v1}/embeddings", json={"model": "all-minilm-l6-v2", "input": [[1, 10**6]]}, timeout=60)
+    assert "vocabulary" in assert_400(r, "input")["message"]

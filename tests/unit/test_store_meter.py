@@ -37,7 +37,7 @@ class Scripted:
 
     async def close(self) -> None: ...
 
-    def with_credentials(self, api_key: str | None, base_url: str | None) -> Scripted:
+    def with_credentials(self, api_key: str | None, base_url: str | None, address: str | None = None) -> Scripted:
         return self
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]:

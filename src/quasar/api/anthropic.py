@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from quasar.api.chat import MAX_OUTPUT_TOKENS, MAX_STOP_LENGTH, MAX_USER_LENGTH
 
@@ -102,6 +102,13 @@ class Tool(_Wire):
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
     input_schema: dict[str, Any]
+
+    @field_validator("input_schema")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "object":
+            raise ValueError('input_schema must be a JSON Schema of an object ({"type": "object", ...})')
+        return value
 
 
 class ToolChoice(_Wire):

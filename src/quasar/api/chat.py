@@ -62,7 +62,32 @@ class ToolCall(_Wire):
     function: FunctionCall
 
 
+def _content_required(schema: dict[str, Any]) -> None:
+    """The JSON Schema says what the validator below requires: content, unless an assistant message
+    carries calls instead; a tool message's tool_call_id."""
+    content = {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}}
+    schema["anyOf"] = [
+        {**content, "properties": {**content["properties"], "role": {"enum": ["system", "developer", "user"]}}},
+        {**content, "properties": {**content["properties"], "role": {"enum": ["assistant", "function"]}}},
+        {
+            "required": ["content", "tool_call_id"],
+            "properties": {
+                "role": {"const": "tool"},
+                "content": {"not": {"type": "null"}},
+                "tool_call_id": {"type": "string", "minLength": 1},
+            },
+        },
+        {
+            "required": ["tool_calls"],
+            "properties": {"role": {"const": "assistant"}, "tool_calls": {"type": "array", "minItems": 1}},
+        },
+        {"required": ["function_call"], "properties": {"role": {"const": "assistant"}}},
+    ]
+
+
 class Message(_Wire):
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra=_content_required)
+
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -265,7 +290,9 @@ class ChatRequest(_Wire):
     def too_many_tools(self, limit: int) -> str | None:
         """Why the request has more tools than `limit` allows, or None."""
         count = len(self.function_tools)
-        return f"{count} tools given; at most {limit} are allowed" if count > limit else None
+        if count <= limit:
+            return None
+        return f"Invalid value for 'tools': {count} tools given; at most {limit} are allowed (server.max_tools)."
 
     @property
     def completion(self) -> dict[str, Any] | None:

@@ -13,7 +13,17 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from quasar.api.chat import INT64_MAX, INT64_MIN, ChatRequest, OutputTokens, Penalty, StreamOptions, _Wire
+from quasar.api.chat import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_USER_LENGTH,
+    ChatRequest,
+    OutputTokens,
+    Penalty,
+    StopString,
+    StreamOptions,
+    _Wire,
+)
 
 Tokens = Annotated[list[Annotated[int, Field(ge=0, lt=2**31)]], Field(min_length=1)]
 Prompt = str | Annotated[list[str], Field(min_length=1)] | Tokens | Annotated[list[Tokens], Field(min_length=1)]
@@ -30,7 +40,7 @@ class CompletionRequest(_Wire):
     max_tokens: OutputTokens | None = 16  # OpenAI's default for this endpoint
     n: int = Field(1, ge=1, le=128)
     best_of: int | None = Field(None, ge=1, le=128)
-    stop: str | Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=4)] | None = None
+    stop: StopString | Annotated[list[StopString], Field(max_length=4)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
@@ -42,7 +52,7 @@ class CompletionRequest(_Wire):
     echo: bool = False
     suffix: str | None = None
     seed: Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)] | None = None
-    user: str | None = Field(None, max_length=256)
+    user: str | None = Field(None, max_length=MAX_USER_LENGTH)
 
     @field_validator("n", "stream", "echo", mode="before")
     @classmethod

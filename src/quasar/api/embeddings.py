@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from quasar.api.chat import MAX_USER_LENGTH
+
 Token = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Input = str | list[str] | list[Token] | list[list[Token]]
 
@@ -22,7 +24,7 @@ class EmbeddingRequest(BaseModel):
     input: Input = Field(description="A string, a list of strings, a list of token ids, or a list of those lists.")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=1)] | None = None
-    user: str | None = None
+    user: Annotated[str, Field(max_length=MAX_USER_LENGTH)] | None = None
 
     @field_validator("input")
     @classmethod

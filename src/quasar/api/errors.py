@@ -30,10 +30,16 @@ def param_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def _depth(param: str) -> int:
+    """How deep a param path goes: 'tools[100].name' and 'tools[0].name' alike (ties keep the first error)."""
+    return param.count(".") + param.count("[")
+
+
 def describe(exc: ValidationError) -> tuple[str, str | None]:
     # A union field fails once per branch; the deepest failure is in the branch the client meant.
     errors = exc.errors(include_url=False)
-    err = max(errors, key=lambda e: len(param_path(tuple(e["loc"]))))
+    # At the same depth, a branch of the right type that failed says more than one of the wrong type.
+    err = max(errors, key=lambda e: (_depth(param_path(tuple(e["loc"]))), not e["type"].endswith("_type")))
     param = param_path(tuple(err["loc"]))
     msg = str(err["msg"]).removeprefix("Value error, ")
     for prefix, field in CROSS_FIELD_PARAMS.items():

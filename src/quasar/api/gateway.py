@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from quasar.api.chat import ChatRequest
 
@@ -27,6 +27,8 @@ class ProviderCredentials(BaseModel):
     api_key: SecretStr | None = None
     base_url: str | None = None
     api_base: str | None = None
+    # the address the SSRF guard checked base_url's host at: the only one the request connects to
+    _address: str | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _api_base_is_base_url(self) -> ProviderCredentials:

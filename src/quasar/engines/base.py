@@ -35,9 +35,10 @@ class Engine(Protocol):
         """(saturated: a new request would wait, how busy: requests running and waiting), for least-busy."""
         ...
 
-    def with_credentials(self, api_key: str | None, base_url: str | None) -> Engine:
+    def with_credentials(self, api_key: str | None, base_url: str | None, address: str | None = None) -> Engine:
         """This engine as it runs one request with a customer's own key and base URL (seed 003's
-        customer_credentials); an engine that needs no credentials returns itself."""
+        customer_credentials), connecting to `address` (the one the SSRF guard checked) rather than
+        resolving the URL's host again; an engine that needs no credentials returns itself."""
 
     async def chat(self, request: ChatRequest) -> dict[str, Any]: ...
 

@@ -31,6 +31,15 @@ def local_body(chat_body: dict[str, Any], request: ChatRequest) -> dict[str, Any
     return body
 
 
+def token_ids(prompt: Any) -> list[int]:
+    """Every token id in a completions prompt (text, token ids, or a list of either)."""
+    if isinstance(prompt, str) or not prompt:
+        return []
+    if isinstance(prompt[0], int):
+        return prompt
+    return [t for p in prompt if not isinstance(p, str) for t in p]
+
+
 def upstream_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
     """The client's completions body for an upstream: its model, and usage asked for when streamed."""
     body = dict(request.completion or {})

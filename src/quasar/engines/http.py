@@ -226,13 +226,27 @@ class _Connection(asyncio.Protocol):
 class Pool:
     """Keep-alive connections to one origin (scheme, host, port), at most `limit` at once."""
 
-    def __init__(self, url: str, *, limit: int = 100, connect_timeout: float = 10.0, idle_timeout: float = 30.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        limit: int = 100,
+        connect_timeout: float = 10.0,
+        idle_timeout: float = 30.0,
+        address: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ):
+        """`address`: connect there, never resolving the URL's host (the SSRF guard's checked address, so
+        that DNS rebinding cannot change it); Host, TLS SNI and certificate checks stay the URL's host.
+        `tls`: the context to verify servers with (default: the system's, tls_context())."""
         parts = urlsplit(url)
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self.host = parts.hostname
         self.port = parts.port or _DEFAULT_PORTS[parts.scheme]
         self.tls = parts.scheme == "https"
+        self.address = address
+        self._tls_context = tls
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if parts.port in (None, _DEFAULT_PORTS[parts.scheme]) else f"{host}:{self.port}"
         self.limit = limit
@@ -291,9 +305,9 @@ class Pool:
             async with asyncio.timeout(self.connect_timeout):
                 await loop.create_connection(
                     lambda: conn,
-                    self.host,
+                    self.address or self.host,
                     self.port,
-                    ssl=tls_context() if self.tls else None,
+                    ssl=(self._tls_context or tls_context()) if self.tls else None,
                     server_hostname=self.host if self.tls else None,
                 )
         except TimeoutError:

@@ -30,7 +30,7 @@ import os
 import secrets
 import threading
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,7 @@ class LlamaCppEngine:
         self._http: Pool | None = None  # to the embedded listener: to count prompt tokens and check schemas
         self._schema_errors: dict[bytes, str | None] = {}  # what llama.cpp said of each schema checked
         self.fingerprint = ""
+        self.n_vocab: int | None = None  # token ids run from 0 to n_vocab - 1 (None: not known)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -176,6 +177,7 @@ class LlamaCppEngine:
         self._server = self._construct(xllamacpp.Server, params)
         ident = f"{self.path.name}:{self.path.stat().st_size}:{xllamacpp.__version__}"
         self.fingerprint = "fp_" + hashlib.sha256(ident.encode()).hexdigest()[:10]
+        self.n_vocab = self._vocab_size()
         if self.mode == "chat":
             self._measure_template()
 
@@ -192,6 +194,28 @@ class LlamaCppEngine:
         per_message = -(-(three - one) // 2) + 1
         self._template_per_message = max(_TEMPLATE_TOKENS_PER_MESSAGE, per_message)
         self._template_base = max(_TEMPLATE_TOKENS_BASE, one + 1)
+
+    def _vocab_size(self) -> int | None:
+        """The model's vocabulary size, as the embedded listener's /v1/models reports it."""
+        req = urllib.request.Request(
+            self._server.listening_address + "/v1/models", headers={"Authorization": f"Bearer {self._key}"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 -- our own loopback listener
+                return int(orjson.loads(resp.read())["data"][0]["meta"]["n_vocab"])
+        except Exception as exc:  # llama.cpp still refuses ids past it, without naming the field
+            self._log(f"quasar: could not read the vocabulary size ({exc}); token ids are not checked")
+            return None
+
+    def check_token_ids(self, ids: Iterable[int], param: str) -> None:
+        """400 naming `param` when a token id is beyond the model's vocabulary."""
+        top = max(ids, default=-1)
+        if self.n_vocab is not None and top >= self.n_vocab:
+            raise InvalidRequest(
+                f"Invalid value for '{param}': token id {top} is beyond this model's vocabulary "
+                f"(ids 0 to {self.n_vocab - 1}).",
+                param=param,
+            )
 
     def _count_blocking(self, messages: list[dict[str, Any]]) -> int:
         req = urllib.request.Request(
@@ -232,7 +256,7 @@ class LlamaCppEngine:
     def busy(self) -> tuple[bool, float]:
         return self._in_flight >= self.parallel, float(self._in_flight)
 
-    def with_credentials(self, api_key: str | None, base_url: str | None) -> LlamaCppEngine:
+    def with_credentials(self, api_key: str | None, base_url: str | None, address: str | None = None) -> LlamaCppEngine:
         return self  # runs in this process: there is no provider to send credentials to
 
     # -- requests ------------------------------------------------------------------------------
@@ -266,6 +290,7 @@ class LlamaCppEngine:
         if request.seed is not None:
             body["seed"] = request.seed & 0xFFFFFFFF
         if request.logit_bias:
+            self.check_token_ids(map(int, request.logit_bias), "logit_bias")
             # -100 is a ban, as in OpenAI's API; llama.cpp spells a ban `false`.
             body["logit_bias"] = [[int(t), False if b <= -100 else b] for t, b in request.logit_bias.items()]
         if request.logprobs:
@@ -351,6 +376,7 @@ class LlamaCppEngine:
         if plan.text_schema is not None:
             checks.append(("response_format.json_schema.schema", plan.text_schema))
         for param, schema in checks:
+            _local_refs_only(schema, param)
             key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
             if key not in self._schema_errors:
                 fmt = {"type": "json_schema", "json_schema": {"name": "check", "schema": schema}}
@@ -373,9 +399,12 @@ class LlamaCppEngine:
         body = self.payload(request)
         if request.completion is not None:
             body = completion.local_body(body, request)
+            self.check_token_ids(completion.token_ids(body["prompt"]), "prompt")
         plan = tool_plan(request)
         if plan is not None:
             await self.check_schemas(request, plan)
+        elif request.response_format is not None and request.response_format.json_schema is not None:
+            _local_refs_only(request.response_format.json_schema.schema_, "response_format.json_schema.schema")
         prompt, output, exact = await self.fit(request, body)
         need = prompt + output * request.n  # the n choices share the prompt's cells
         if not exact and not self._kv.fits_now(need):
@@ -478,6 +507,8 @@ class LlamaCppEngine:
             raise QueueFull(
                 f"{self.capacity} embedding requests are already waiting; retry shortly", headers={"Retry-After": "1"}
             )
+        if inputs and not isinstance(inputs[0], str):
+            self.check_token_ids((t for tokens in inputs for t in tokens), "input")  # type: ignore[union-attr]
         self._in_flight += 1
         try:
             loop = asyncio.get_running_loop()
@@ -587,6 +618,31 @@ def _as_tool_deltas(chunk: dict[str, Any], plan: ToolPlan, writers: dict[int, De
         part["finish_reason"] = writer.finish_reason(reason)
         keep = keep or bool(new) or reason is not None
     return keep
+
+
+def _local_refs_only(schema: Any, param: str) -> None:
+    """400 naming `param` for a schema whose `$ref` points outside it: llama.cpp fails on those with a
+    bare error (and must never fetch or open what they name)."""
+    if (ref := _outside_ref(schema)) is not None:
+        raise InvalidRequest(
+            f"Invalid value for '{param}': only references into the same schema ('#/...') are supported; "
+            f"{ref[:100]!r} is not one.",
+            param=param,
+        )
+
+
+def _outside_ref(schema: Any) -> str | None:
+    """The first `$ref` in a JSON Schema that points outside it (a URL, a file), or None."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return ref
+        schema = list(schema.values())
+    if isinstance(schema, list):
+        for item in schema:
+            if (found := _outside_ref(item)) is not None:
+                return found
+    return None
 
 
 def _trim_top_logprobs(body: dict[str, Any]) -> None:

@@ -39,22 +39,22 @@ class _Upstream:
     """The connection pools and load shared by an engine and its per-request credential views.
 
     One pool per base URL: the deployment's, and any customer base URL (those are limited to
-    `router.allowed_hosts`, so the set stays small)."""
+    `router.allowed_hosts`, so the set stays small), per address it was pinned to."""
 
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
-        self.pools: dict[str, Pool] = {}
+        self.pools: dict[tuple[str, str | None], Pool] = {}
         self.in_flight = 0
 
-    def pool(self, base_url: str) -> Pool:
-        pool = self.pools.get(base_url)
+    def pool(self, base_url: str, address: str | None = None) -> Pool:
+        pool = self.pools.get((base_url, address))
         if pool is None:
             d = self.deployment
             try:
-                pool = Pool(base_url, limit=d.max_connections, connect_timeout=d.connect_timeout)
+                pool = Pool(base_url, limit=d.max_connections, connect_timeout=d.connect_timeout, address=address)
             except ValueError:
                 raise ConfigError(f"base_url {base_url!r} is not an http:// or https:// URL") from None
-            self.pools[base_url] = pool
+            self.pools[(base_url, address)] = pool
         return pool
 
     async def close(self) -> None:
@@ -100,21 +100,22 @@ class OpenAIEngine:
             return False, float(self._upstream.in_flight)
         return reading.saturated, reading.running + reading.waiting + self._upstream.in_flight
 
-    def _target(self, base_url: str, api_key: str) -> None:
-        """Point this engine (or a view of it) at `base_url` with `api_key`: its pool and request head."""
+    def _target(self, base_url: str, api_key: str, address: str | None = None) -> None:
+        """Point this engine (or a view of it) at `base_url` with `api_key`, connecting to `address` when
+        given (a customer base URL's checked address): its pool and request head."""
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self._pool = self._upstream.pool(self.base_url)
+        self._pool = self._upstream.pool(self.base_url, address)
         headers = {"Content-Type": "application/json", **auth_headers(self.deployment.provider, api_key)}
         self._prefix = self._pool.prefix(_target(self.url), headers)
         legacy = _target(f"{self.base_url}/completions")
         self._completions_prefix = self._pool.prefix(legacy, headers)  # legacy completions (engines/completion.py)
         self._embed_prefix = self._pool.prefix(_target(f"{self.base_url}/embeddings"), headers)
 
-    def with_credentials(self, api_key: str | None, base_url: str | None) -> OpenAIEngine:
-        """A view of this engine that uses a customer's key (and base URL) for one request."""
+    def with_credentials(self, api_key: str | None, base_url: str | None, address: str | None = None) -> OpenAIEngine:
+        """A view of this engine that uses a customer's key (and base URL, pinned to `address`) for one request."""
         view = copy.copy(self)
-        view._target(base_url or self.base_url, api_key or self._api_key)
+        view._target(base_url or self.base_url, api_key or self._api_key, address if base_url else None)
         return view
 
     # -- requests ------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ class OpenAIEngine:
                     raw = await resp.read(_MAX_BODY + 1)
                 finally:
                     resp.release()
-            if resp.status >= 400:
+            if resp.status >= 300:  # a redirect is not followed (an SSRF guard): a failure
                 raise self._rejected(resp.status, raw, resp.headers)
         except ConnectTimeout:  # a TimeoutError too: caught first, so that it is not called a slow response
             raise self._connect_timeout() from None
@@ -201,7 +202,7 @@ class OpenAIEngine:
             try:
                 async with asyncio.timeout(d.first_byte_timeout):
                     resp = await self._pool.post(self._target_of(request), data)
-                    if resp.status >= 400:
+                    if resp.status >= 300:  # a redirect is not followed (an SSRF guard): a failure
                         raise self._rejected(resp.status, await resp.read(_MAX_ERROR_BODY), resp.headers)
             except ConnectTimeout:
                 raise self._connect_timeout() from None
@@ -277,6 +278,8 @@ class OpenAIEngine:
             message = _error_message(orjson.loads(raw), raw)
         except orjson.JSONDecodeError:
             message = raw[:500].decode(errors="replace").strip() or "no message"
+        if 300 <= status < 400:
+            message = "a redirect, which Quasar does not follow"
         return UpstreamRejected(
             f"{self.provider} returned {status}: {self._scrub(message)}",
             upstream_status=status,

@@ -121,7 +121,7 @@ class Router:
         for provider, creds in options.customer_credentials.items():
             if creds.base_url:
                 param = f"customer_credentials.{provider}.base_url"
-                await check_base_url(creds.base_url, self.config.allowed_hosts, param)
+                creds._address = await check_base_url(creds.base_url, self.config.allowed_hosts, param)
         primary = self._primary(model, principal, options, trace)
         fallbacks = self._fallbacks(primary, principal, options, trace)
         trace.primary = primary
@@ -335,7 +335,10 @@ class Router:
         if not (creds or model_key):
             return cand.engine
         key = model_key or (creds.api_key if creds else None)
-        return cand.engine.with_credentials(key.get_secret_value() if key else None, creds.base_url if creds else None)
+        secret = key.get_secret_value() if key else None
+        if creds is None:
+            return cand.engine.with_credentials(secret, None)
+        return cand.engine.with_credentials(secret, creds.base_url, creds._address)
 
     def _succeeded(self, trace: Trace, cand: Candidate, started: float) -> None:
         latency = time.perf_counter() - started

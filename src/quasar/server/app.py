@@ -12,23 +12,19 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from quasar import __version__
-from quasar.api.responses import ResponsesRequest
 from quasar.catalog import build_models
 from quasar.config import Settings
-from quasar.server import errors, state
+from quasar.server import errors, openapi, state
 from quasar.server.disconnect import Disconnects
 from quasar.server.fastpath import ChatFastPath
 from quasar.server.middleware import BodyLimit, RequestId
 from quasar.server.reload import Reloader, reload_on_hangup
 from quasar.server.routes import completions
 from quasar.server.routes.admin import router as admin_router
-from quasar.server.routes.chat import CHAT_ENDPOINTS
 from quasar.server.routes.deployments import router as deployments_router
 from quasar.server.routes.embeddings import router as embeddings_router
-from quasar.server.routes.messages import MESSAGES_ENDPOINTS
 from quasar.server.routes.metrics import router as metrics_router
 from quasar.server.routes.models import router as models_router
-from quasar.server.routes.responses import RESPONSES_PATH
 from quasar.server.routes.responses import router as responses_router
 from quasar.server.routes.usage import router as usage_router
 from quasar.server.routes.web import router as web_router
@@ -119,72 +115,7 @@ def create_app(
     app.include_router(web_router)
     app.include_router(embeddings_router)
     errors.install(app)
-    _install_openapi(app)
+    openapi.install(app)
     app.add_middleware(BodyLimit, limit=settings.server.max_body_bytes)
     app.add_middleware(RequestId)
     return app
-
-
-def _install_openapi(app: FastAPI) -> None:
-    """Add the chat and Anthropic Messages operations and their request schemas, which their handlers parse."""
-    default = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = default()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        documented = {**CHAT_ENDPOINTS, **completions.DOCUMENTED}
-        for model in dict.fromkeys(schema for schema, _ in documented.values()):
-            defs = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(defs.pop("$defs", {}))
-            components[model.__name__] = defs
-        for path, (model, summary) in documented.items():
-            ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-            schema["paths"][path] = {
-                "post": {
-                    "summary": summary,
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": ref}}},
-                    "responses": {
-                        "200": {"description": "A chat.completion, or chat.completion.chunk events when streaming"},
-                        "default": {"description": "An error in OpenAI's envelope"},
-                    },
-                }
-            }
-        for path, (model, summary, ok) in MESSAGES_ENDPOINTS.items():
-            # prefixed: Anthropic's names (Tool, Metadata, ...) must not replace another API's
-            defs = model.model_json_schema(ref_template="#/components/schemas/Anthropic{model}")
-            components.update({f"Anthropic{name}": d for name, d in defs.pop("$defs", {}).items()})
-            components[f"Anthropic{model.__name__}"] = defs
-            ref = {"$ref": f"#/components/schemas/Anthropic{model.__name__}"}
-            schema["paths"][path] = {
-                "post": {
-                    "summary": summary,
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": ref}}},
-                    "responses": {
-                        "200": {"description": ok},
-                        "default": {"description": "An error in Anthropic's envelope"},
-                    },
-                }
-            }
-        _add_responses(schema, components)
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _add_responses(schema: dict, components: dict) -> None:
-    """POST /v1/responses, which the fast path answers, beside its GET and DELETE routes."""
-    defs = ResponsesRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    components.update(defs.pop("$defs", {}))
-    components[ResponsesRequest.__name__] = defs
-    ref = {"$ref": f"#/components/schemas/{ResponsesRequest.__name__}"}
-    schema["paths"].setdefault(RESPONSES_PATH, {})["post"] = {
-        "summary": "Create a response (OpenAI's Responses API, answered through the chat pipeline)",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": ref}}},
-        "responses": {
-            "200": {"description": "A response object, or its typed events (response.created ... response.completed)"},
-            "default": {"description": "An error in OpenAI's envelope"},
-        },
-    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from quasar.errors import PayloadTooLarge
 from quasar.ids import sortable_id
 from quasar.observability.logs import REQUEST_ID
+from quasar.server.errors import anthropic_body
 from quasar.server.lifecycle import TIMED_OUT
 
 
@@ -53,17 +55,19 @@ class BodyLimit:
     request's handler stops and its log row says why.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, anthropic_paths: Collection[str] = ()) -> None:
         self.app = app
         self.limit = limit
+        self.anthropic_paths = anthropic_paths  # answered in Anthropic's envelope (routes/messages.py)
 
     def _error(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"Request body is larger than the limit of {self.limit} bytes.")
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send) -> None:
         exc = self._error()
+        body = anthropic_body(exc) if scope["path"] in self.anthropic_paths else exc.body()
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": orjson.dumps(exc.body())})
+        await send({"type": "http.response.body", "body": orjson.dumps(body)})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,7 +76,7 @@ class BodyLimit:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self.limit:
-                    await self._reject(send)
+                    await self._reject(scope, send)
                     return
                 break
         received = 0

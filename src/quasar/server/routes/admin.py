@@ -66,7 +66,7 @@ async def list_keys(request: Request) -> Response:
     return JSON({"object": "list", "data": [public(r) for r in rows]})
 
 
-@router.post("/keys", summary="Create a managed key; the key is in this answer only")
+@router.post("/keys", status_code=201, summary="Create a managed key; the key is in this answer only")
 async def create(request: Request) -> Response:
     await admin_only(request)
     fields = parse_body(await request.body(), KeyFields).values()
