@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -161,9 +161,9 @@ _TOKEN_ID = re.compile(r"[0-9]{1,10}")  # ASCII digits only: str.isdigit() also 
 
 
 class ChatRequest(_Wire):
-    # The legacy /v1/completions body this request runs, when it came as one (api/completions.py): the
-    # engines send its raw prompt instead of the messages, which then only stand in for its size.
-    _completion: dict[str, Any] | None = PrivateAttr(default=None)
+    # The legacy /v1/completions body this request runs, when it came as one: see CompletionChat. A class
+    # attribute here: a private attribute cost every chat request about 3 us to make and 4 us per read.
+    completion: ClassVar[dict[str, Any] | None] = None
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
     max_tokens: OutputTokens | None = None
@@ -268,10 +268,6 @@ class ChatRequest(_Wire):
         return f"{count} tools given; at most {limit} are allowed" if count > limit else None
 
     @property
-    def completion(self) -> dict[str, Any] | None:
-        return self._completion
-
-    @property
     def output_limit(self) -> int | None:
         """max_completion_tokens wins over the older max_tokens, as in OpenAI's API."""
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -284,6 +280,17 @@ class ChatRequest(_Wire):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class CompletionChat(ChatRequest):
+    """The chat request a legacy /v1/completions body runs as (api/completions.py): the engines send that
+    body's raw prompt instead of the messages, which then only stand in for its size."""
+
+    _body: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property  # type: ignore[override]
+    def completion(self) -> dict[str, Any]:
+        return self._body
 
 
 def _invalid(loc: tuple[int | str, ...], message: str) -> None:

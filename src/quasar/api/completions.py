@@ -13,7 +13,16 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from quasar.api.chat import INT64_MAX, INT64_MIN, ChatRequest, OutputTokens, Penalty, StreamOptions, _Wire
+from quasar.api.chat import (
+    INT64_MAX,
+    INT64_MIN,
+    ChatRequest,
+    CompletionChat,
+    OutputTokens,
+    Penalty,
+    StreamOptions,
+    _Wire,
+)
 
 Tokens = Annotated[list[Annotated[int, Field(ge=0, lt=2**31)]], Field(min_length=1)]
 Prompt = str | Annotated[list[str], Field(min_length=1)] | Tokens | Annotated[list[Tokens], Field(min_length=1)]
@@ -79,8 +88,8 @@ def as_chat(request: CompletionRequest) -> ChatRequest:
     if request.logprobs is not None:
         fields["logprobs"] = True
         fields["top_logprobs"] = request.logprobs
-    chat = ChatRequest.model_validate({**(request.model_extra or {}), **fields})
-    chat._completion = request.model_dump(exclude_unset=True, exclude=set(request.model_extra or ()))
+    chat = CompletionChat.model_validate({**(request.model_extra or {}), **fields})
+    chat._body = request.model_dump(exclude_unset=True, exclude=set(request.model_extra or ()))
     return chat
 
 

@@ -193,6 +193,7 @@ class OpenAIEngine:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         data = self.payload(request, stream=True)
+        legacy = request.completion is not None
         d = self.deployment
         self._upstream.in_flight += 1
         resp: Response | None = None
@@ -237,7 +238,7 @@ class OpenAIEngine:
                         done = True
                         break
                     chunk = self._event(payload)
-                    if request.completion is not None:
+                    if legacy:
                         chunk = completion.as_chat_chunk(chunk)
                     finish_seen = finish_seen or _finished(chunk)
                     wait = d.chunk_timeout
