@@ -234,19 +234,22 @@ class ChatRequest(_Wire):
     def _check_tools(self) -> None:
         """tool_choice names a given function (or asks for one when there is one); every tool result answers
         an earlier call."""
-        field = "tool_choice" if self.functions is None or self.tools is not None else "function_call"
-        names = [t.function.name for t in self.function_tools]
-        choice = self.tool_choice if field == "tool_choice" else self.function_call
-        if choice == "required" and not names:
-            _invalid((field,), "'required' needs at least one tool in tools")
-        wanted = choice.function.name if isinstance(choice, NamedToolChoice) else getattr(choice, "name", None)
-        if wanted is not None and wanted not in names:
-            loc = (field, "function", "name") if field == "tool_choice" else (field, "name")
-            given = "tools" if field == "tool_choice" else "functions"
-            _invalid(loc, f"no function named {wanted!r} is given in {given}")
+        legacy = self.legacy_functions
+        choice = self.function_call if legacy else self.tool_choice
+        if choice is not None and choice != "none" and choice != "auto":  # a plain request stops here
+            field = "function_call" if legacy else "tool_choice"
+            names = [t.function.name for t in self.function_tools]
+            if choice == "required" and not names:
+                _invalid((field,), "'required' needs at least one tool in tools")
+            wanted = choice.function.name if isinstance(choice, NamedToolChoice) else getattr(choice, "name", None)
+            if wanted is not None and wanted not in names:
+                loc = (field, "function", "name") if field == "tool_choice" else (field, "name")
+                given = "tools" if field == "tool_choice" else "functions"
+                _invalid(loc, f"no function named {wanted!r} is given in {given}")
         seen: set[str] = set()
         for i, m in enumerate(self.messages):
-            seen.update(c.id for c in m.tool_calls or ())
+            if m.tool_calls:
+                seen.update(c.id for c in m.tool_calls)
             if m.role == "tool" and m.tool_call_id not in seen:
                 _invalid(("messages", i, "tool_call_id"), f"{m.tool_call_id!r} answers no earlier assistant tool call")
 
@@ -264,7 +267,7 @@ class ChatRequest(_Wire):
 
     def too_many_tools(self, limit: int) -> str | None:
         """Why the request has more tools than `limit` allows, or None."""
-        count = len(self.function_tools)
+        count = len(self.tools if self.tools is not None else self.functions or ())  # as function_tools has them
         return f"{count} tools given; at most {limit} are allowed" if count > limit else None
 
     @property
