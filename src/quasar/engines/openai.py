@@ -125,7 +125,9 @@ class OpenAIEngine:
         if request.completion is not None:
             legacy = completion.upstream_body(request, self.deployment.model or request.model, stream=stream)
             return orjson.dumps(legacy)
-        body = request.model_dump(exclude_unset=True, by_alias=True, exclude=_NOT_FORWARDED)
+        body = request.model_dump(exclude_unset=True, by_alias=True)
+        for name in _NOT_FORWARDED.intersection(body):  # not model_dump's exclude: pydantic converts that set
+            del body[name]  # on every call, 24K instructions, 40% of the dump
         body["model"] = self.deployment.model or request.model
         body["stream"] = stream
         if stream:
