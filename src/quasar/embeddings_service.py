@@ -27,7 +27,7 @@ from quasar.accounting.record import RequestRecord, _strings
 from quasar.accounting.tokens import inputs_upper_bound, longest_input_estimate
 from quasar.api.embeddings import EmbeddingRequest
 from quasar.api.errors import describe
-from quasar.api.gateway import GATEWAY_FIELDS, SECRET_FIELDS, GatewayOptions
+from quasar.api.gateway import SECRET_FIELDS, GatewayOptions, gateway_options
 from quasar.auth.managed import KeyRing
 from quasar.catalog import ModelEntry
 from quasar.config import Settings
@@ -113,9 +113,8 @@ class EmbeddingsService:
                 f"Invalid value for 'dimensions': the model '{request.model}' does not support dimensions.",
                 param="dimensions",
             )
-        extra = request.model_extra or {}
         try:
-            options = GatewayOptions.model_validate({k: v for k, v in extra.items() if k in GATEWAY_FIELDS})
+            options = gateway_options(request)
         except ValidationError as exc:
             message, param = describe(exc)
             raise InvalidRequest(message, param=param) from None

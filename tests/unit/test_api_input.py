@@ -134,3 +134,11 @@ def test_api_base_and_a_different_base_url_is_400() -> None:
     message, param = describe(info.value)
     assert param == "customer_credentials.openai.api_base"
     assert "differ" in message
+
+
+def test_options_of_requests_without_gateway_fields_cannot_be_changed() -> None:
+    # every such request shares one GatewayOptions: a change to one request's would reach all the others
+    options = gateway_options(parse_body(raw(), ChatRequest))
+    assert options == gateway_options(parse_body(raw(vendor_knob=1), ChatRequest))
+    with pytest.raises(ValidationError):
+        options.disable_log = True  # type: ignore[misc]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -163,7 +163,9 @@ class RequestRecord:
             self.cost = cost_of(self.price, self.prompt_tokens, self.cached_tokens, self.completion_tokens)
 
     def row(self) -> dict[str, Any]:
-        row = {name: getattr(self, name) for name in _STORED}
+        row = self.__dict__.copy()  # a copy and six deletions: a getattr per field cost 24K instructions
+        for name in _NOT_STORED:
+            del row[name]
         if self.messages is not None:
             row["messages"] = [m.model_dump(mode="json", exclude_none=True) for m in self.messages]
         if self.secrets and _mentions(row, self.secrets):
@@ -171,11 +173,7 @@ class RequestRecord:
         return row
 
 
-_STORED = tuple(
-    f.name
-    for f in fields(RequestRecord)
-    if f.name not in {"started", "keep_content", "price", "done", "secrets", "endpoint"}
-)
+_NOT_STORED = ("started", "keep_content", "price", "done", "secrets", "endpoint")
 
 
 def _strings(value: Any) -> list[str]:

@@ -18,6 +18,7 @@ from quasar.api.chat import (
     INT64_MIN,
     MAX_USER_LENGTH,
     ChatRequest,
+    CompletionChat,
     OutputTokens,
     Penalty,
     StopString,
@@ -89,8 +90,8 @@ def as_chat(request: CompletionRequest) -> ChatRequest:
     if request.logprobs is not None:
         fields["logprobs"] = True
         fields["top_logprobs"] = request.logprobs
-    chat = ChatRequest.model_validate({**(request.model_extra or {}), **fields})
-    chat._completion = request.model_dump(exclude_unset=True, exclude=set(request.model_extra or ()))
+    chat = CompletionChat.model_validate({**(request.model_extra or {}), **fields})
+    chat._body = request.model_dump(exclude_unset=True, exclude=set(request.model_extra or ()))
     return chat
 
 

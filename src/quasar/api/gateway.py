@@ -40,7 +40,8 @@ class ProviderCredentials(BaseModel):
 
 
 class GatewayOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+    # frozen: the options of every request that sends no gateway field are one shared instance
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
     # default_factory, not `= []`: pydantic deep-copies mutable defaults on every request.
     models: list[Name] = Field(default_factory=list)
@@ -63,10 +64,16 @@ GATEWAY_FIELDS = frozenset(GatewayOptions.model_fields)
 SECRET_FIELDS = frozenset({"customer_credentials", "customer_api_keys"})
 
 
-def gateway_options(request: ChatRequest) -> GatewayOptions:
-    """The request's gateway fields, validated; raises pydantic.ValidationError naming the field."""
-    extra = request.model_extra or {}
-    return GatewayOptions.model_validate({k: v for k, v in extra.items() if k in GATEWAY_FIELDS})
+NO_OPTIONS = GatewayOptions()
+
+
+def gateway_options(request: BaseModel) -> GatewayOptions:
+    """The request's gateway fields (extra fields of a chat or embeddings body), validated; raises
+    pydantic.ValidationError naming the field. Most requests send none: they share NO_OPTIONS (validating
+    an empty dict cost ~4 us, a tenth of parsing a plain chat body)."""
+    extra = request.model_extra
+    given = {k: v for k, v in extra.items() if k in GATEWAY_FIELDS} if extra else None
+    return GatewayOptions.model_validate(given) if given else NO_OPTIONS
 
 
 class GenerateRequest(ChatRequest):

@@ -126,7 +126,9 @@ class OpenAIEngine:
         if request.completion is not None:
             legacy = completion.upstream_body(request, self.deployment.model or request.model, stream=stream)
             return orjson.dumps(legacy)
-        body = request.model_dump(exclude_unset=True, by_alias=True, exclude=_NOT_FORWARDED)
+        body = request.model_dump(exclude_unset=True, by_alias=True)
+        for name in _NOT_FORWARDED.intersection(body):  # not model_dump's exclude: pydantic converts that set
+            del body[name]  # on every call, 24K instructions, 40% of the dump
         body["model"] = self.deployment.model or request.model
         body["stream"] = stream
         if stream:
@@ -194,6 +196,7 @@ class OpenAIEngine:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         data = self.payload(request, stream=True)
+        legacy = request.completion is not None
         d = self.deployment
         self._upstream.in_flight += 1
         resp: Response | None = None
@@ -238,7 +241,7 @@ class OpenAIEngine:
                         done = True
                         break
                     chunk = self._event(payload)
-                    if request.completion is not None:
+                    if legacy:
                         chunk = completion.as_chat_chunk(chunk)
                     finish_seen = finish_seen or _finished(chunk)
                     wait = d.chunk_timeout
