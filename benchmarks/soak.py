@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/soak.py [--minutes 10] [--rate 5] [--out soak-out]
 
 Starts a fake upstream provider (tests/fake_provider.py) and `quasar serve` with the built-in model
-(`spark`) and upstream models on SQLite, then sends --rate requests a second for --minutes: streamed and
-not, local (max_tokens 8; one llama.cpp thread, not lowered) and upstream. A --fault-fraction of them go to models whose only deployment
-fails on purpose (HTTP 500, a dropped connection, a stream reset after its first chunk, a stall past the
-chunk timeout, an answer slower than the first-byte timeout): those are injected faults, checked only
-for a well-formed error, and left out of the error rate.
+(`spark`: one llama.cpp thread, not lowered) and upstream models on SQLite, then sends --rate requests a
+second for --minutes: streamed and not, local (max_tokens 8) and upstream. A --fault-fraction of them go
+to models whose only deployment fails on purpose (HTTP 500, a dropped connection, a stream reset after
+its first chunk, a stall past the chunk timeout, an answer slower than the first-byte timeout): those are
+injected faults, checked only for a well-formed error or answer, and left out of the error rate.
 
 Every 10 s it samples the server's RSS and open file descriptors (/proc), and its asyncio task count
 and log-writer backlog (/metrics). After the warm-up and at the end the load pauses until nothing is
@@ -83,6 +83,7 @@ class Tally:
     errors: list[str] = field(default_factory=list)  # non-injected requests that failed: what happened
     injected: dict[str, int] = field(default_factory=dict)  # fault model -> requests
     injected_bad: list[str] = field(default_factory=list)  # injected faults answered with no proper error
+    outcomes: dict[str, int] = field(default_factory=dict)  # what the injected faults got, and how often
     kinds: dict[str, int] = field(default_factory=dict)
 
 
@@ -148,6 +149,8 @@ async def one(session, url: str, model: str, stream: bool, tally: Tally) -> None
         tally.in_flight -= 1
     tally.answered += 1
     if injected:
+        outcome = f"{model} {'stream' if stream else 'body'}: {problem or '200, whole'}"
+        tally.outcomes[outcome] = tally.outcomes.get(outcome, 0) + 1
         if problem is not None and not problem.startswith("error "):
             tally.injected_bad.append(f"{model} {stream=}: {problem}")
     elif problem is not None:
@@ -359,7 +362,9 @@ def report(
     )
     write_svg(args.out / "soak.svg", samples, title)
     print(f"\nrequests by kind: {dict(sorted(tally.kinds.items()))}")
-    print(f"injected faults by model: {dict(sorted(tally.injected.items()))}")
+    print("injected faults, by what the client got:")
+    for outcome, count in sorted(tally.outcomes.items()):
+        print(f"  {count:5d}  {outcome}")
     for line in (tally.errors + tally.injected_bad)[:20]:
         print(f"  {line}")
     for name, ok in checks.items():
