@@ -174,7 +174,7 @@ models:
         path: builtin:smollm2-135m-instruct
         parallel: 2
         max_queue: 2
-        context_length: 200
+        context_length: 160
         queue_timeout: 1
         threads: 1
         nice: 0
@@ -182,11 +182,12 @@ models:
 
 
 def test_local_engine_past_its_slots_and_kv_cache_answers_200_or_503_with_retry_after() -> None:
-    """Ten requests at once of ~90 tokens each on two slots sharing a 200-token KV cache, two more may
-    wait: two are served at once, the others wait for room (1 s at most) or are refused at once."""
+    """Ten requests at once of ~75 tokens each (a 33-token prompt, 40 out) on two slots sharing a 160-token
+    KV cache, two more may wait: two are served at once, the others wait for room (1 s at most) or are
+    refused at once."""
     url = tmp_sqlite_url()
     with quasar_server(FULL, env={"QUASAR_DATABASE_URL": url}) as running:
-        body = {"model": "spark", "messages": [{"role": "user", "content": "Write a story."}], "max_tokens": 60}
+        body = {"model": "spark", "messages": [{"role": "user", "content": "Write a story."}], "max_tokens": 40}
 
         def one(i: int) -> tuple[str, httpx.Response]:
             request_id = f"kv-full-{uuid.uuid4().hex}"
@@ -205,7 +206,7 @@ def test_local_engine_past_its_slots_and_kv_cache_answers_200_or_503_with_retry_
             elif r.headers["content-type"].startswith("text/event-stream"):
                 assert r.text.rstrip().endswith("data: [DONE]") and '"error"' not in r.text
             else:
-                assert r.json()["usage"]["completion_tokens"] == 60
+                assert r.json()["usage"]["completion_tokens"] == 40
         ids = {request_id for request_id, _ in answers}
         rows = wait_for(
             lambda: (got := [x for x in log_rows(url) if x["request_id"] in ids]) and len(got) >= 10 and got
