@@ -15,8 +15,8 @@ in flight, and a sample is taken at rest: fds and tasks are compared there, wher
 not blur them. Targets: no non-injected request fails; RSS grows < 10% from the end of the warm-up to
 the end; no task growth at rest, and no fd growth at rest once the pools' connections are set apart
 (the upstream pools' idle keep-alive ones, as many as the most requests at once an upstream saw, and
-SQLite's: at most 5 pooled and the log writer's); every request sent has exactly one request-log row. Writes soak.csv and soak.svg under --out, prints a summary, and
-exits 1 if a target is missed.
+SQLite's: at most 5 pooled and the log writer's); every request sent has exactly one request-log row.
+Writes soak.csv and soak.svg under --out, prints a summary, and exits 1 if a target is missed.
 """
 
 from __future__ import annotations
