@@ -61,6 +61,7 @@ FIELDS = [
     "rss_mb",
     "fds",
     "upstream_conns",
+    "db_fds",
     "tasks",
     "backlog_rows",
     "spool_bytes",
