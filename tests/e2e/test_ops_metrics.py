@@ -90,6 +90,7 @@ def test_metrics_after_chat_requests(gw: Running) -> None:
     assert value(found, "quasar_deployment_up", **solo) == 1
     assert value(found, "quasar_requests_in_flight") == 0
     assert "quasar_log_backlog_rows" in found and "quasar_log_spool_bytes" in found
+    assert 1 <= value(found, "quasar_event_loop_tasks") < 100  # the scrape's own task at least; no pile-up
 
     label_values = {v for rows in found.values() for labels, _ in rows for v in labels.values()}
     for secret in [*request_ids, CUSTOMER, KEY, MASTER, unknown]:

@@ -73,6 +73,7 @@ class KeyRing:
         self.ttl = ttl
         self._cache: dict[str, _Cached] = {}
         self._has_keys: _Cached | None = None  # row is {} when the store holds a key, None when it holds none
+        self._has_keys_query: asyncio.Task[bool] | None = None  # the one query in flight, shared by all callers
 
     def invalidate(self) -> None:
         self._cache.clear()
@@ -100,14 +101,23 @@ class KeyRing:
         cached = self._has_keys
         if cached is not None and now - cached.at < self.ttl:
             return cached.row is not None
+        # One query for every request that finds the answer stale: a query each made the pool open (and
+        # close) connections beyond its size every second under load, and SQLite kept fds of closed ones.
+        if self._has_keys_query is None:
+            self._has_keys_query = asyncio.ensure_future(key_rows.any_key(self.engine))
+            self._has_keys_query.add_done_callback(self._has_keys_answered)
         try:
-            found = await key_rows.any_key(self.engine)
+            found = await asyncio.shield(self._has_keys_query)  # a caller that leaves does not cancel it
         except Exception:
             if cached is not None:
                 return cached.row is not None  # the database is down: keep the last known answer
             raise StoreUnavailable("The key store is unavailable; try again shortly.") from None
-        self._has_keys = _Cached({} if found else None, now)
         return found
+
+    def _has_keys_answered(self, query: asyncio.Task[bool]) -> None:
+        self._has_keys_query = None
+        if not query.cancelled() and query.exception() is None:  # (retrieved here, should no caller wait)
+            self._has_keys = _Cached({} if query.result() else None, time.monotonic())
 
     async def authenticate(self, authorization: str | None) -> Principal:
         token = bearer_token(authorization)

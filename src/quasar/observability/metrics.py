@@ -13,6 +13,7 @@ request id is ever a label.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -155,7 +156,8 @@ class RequestMetrics:
 
 
 def state_gauges(router: Router, writer: LogWriter, in_flight: int) -> Iterator[Metric]:
-    """The gauges, read now from their owners: requests in flight, local slots, health, the log writer."""
+    """The gauges, read now from their owners: requests in flight, local slots, health, the log writer,
+    and the event loop's task count (must be called on the loop)."""
     yield GaugeMetricFamily("quasar_requests_in_flight", "Chat requests being answered.", value=in_flight)
     busy = GaugeMetricFamily("quasar_local_slots_busy", "llama.cpp slots generating.", labels=["deployment"])
     slots = GaugeMetricFamily("quasar_local_slots", "llama.cpp slots configured.", labels=["deployment"])
@@ -192,6 +194,9 @@ def state_gauges(router: Router, writer: LogWriter, in_flight: int) -> Iterator[
     )
     yield GaugeMetricFamily(
         "quasar_log_database_up", "1 while the request log's database takes writes.", value=int(writer.healthy)
+    )
+    yield GaugeMetricFamily(
+        "quasar_event_loop_tasks", "asyncio tasks alive on the server's event loop.", value=len(asyncio.all_tasks())
     )
 
 

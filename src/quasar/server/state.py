@@ -33,8 +33,20 @@ def install(app: FastAPI, settings: Settings, models: dict[str, ModelEntry]) -> 
     cache: ResponseCache = LocalCache(settings.cache.max_entries)
     if settings.redis_url:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry  # not redis.retry's: that one cannot retry a coroutine
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
-        redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        # Once Redis is back, pooled connections it dropped pass the pool's check and fail their next
+        # command: that command is sent again at once on a new connection (a limit counted twice, were the
+        # connection lost after Redis ran it, errs on the strict side).
+        redis = aioredis.from_url(
+            settings.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
+        )
         limits = RedisLimits(redis, settings.redis_namespace)
         cache = RedisCache(redis, settings.redis_namespace)
     app.state.store = store
