@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from quasar.errors import PayloadTooLarge
 from quasar.ids import sortable_id
 from quasar.observability.logs import REQUEST_ID
+from quasar.server.errors import envelope
 from quasar.server.lifecycle import TIMED_OUT
 
 
@@ -46,7 +47,8 @@ class RequestId:
 
 
 class BodyLimit:
-    """413 in OpenAI's envelope for a body over `limit` bytes, declared or streamed.
+    """413 for a body over `limit` bytes, declared or streamed, in the path's envelope (Anthropic's on the
+    Messages API, OpenAI's elsewhere; a streamed one is raised and answered by the path's own handler).
 
     A body that did not arrive in time has been answered with a 408 by the protocol (server/protocol.py),
     which then tells the application its client has gone; here that becomes the 408's error, so the
@@ -60,10 +62,10 @@ class BodyLimit:
     def _error(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"Request body is larger than the limit of {self.limit} bytes.")
 
-    async def _reject(self, send: Send) -> None:
-        exc = self._error()
+    async def _reject(self, path: str, send: Send) -> None:
+        body = orjson.dumps(envelope(self._error(), path))
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": orjson.dumps(exc.body())})
+        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,7 +74,7 @@ class BodyLimit:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self.limit:
-                    await self._reject(send)
+                    await self._reject(scope["path"], send)
                     return
                 break
         received = 0
