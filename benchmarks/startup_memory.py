@@ -1,8 +1,10 @@
 """Start-up time and resident memory of `quasar serve` with the built-in model.
 
-    .venv/bin/python benchmarks/startup_memory.py [--runs 3] [--requests 200]
+    .venv/bin/python benchmarks/startup_memory.py [--runs 3] [--requests 200] [--default]
 
-Start-up: from spawning `quasar serve` to the first 200 from /ready (median of --runs).
+Start-up: from spawning `quasar serve` to the first 200 from /ready (median of --runs). With --default the
+server runs with no config file: the built-in chat model as `spark` and the built-in embedding model, as a
+new user gets it; without it, the built-in chat model alone.
 Memory: VmRSS of the server process at rest after start-up, after --requests streamed requests at
 concurrency 4, and after the same number again (growth between the two is what a leak would show).
 """
@@ -62,23 +64,26 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--default", action="store_true", help="no config file: chat and embedding models")
     args = parser.parse_args()
+    config = None if args.default else CONFIG
     startups = []
     for _ in range(args.runs):
         began = time.perf_counter()
-        with quasar_server(CONFIG, timeout=120):
+        with quasar_server(config, timeout=120):
             startups.append(time.perf_counter() - began)
-    with quasar_server(CONFIG) as srv:
+    print(
+        f"start-up to /ready 200: median {statistics.median(startups):.2f} s over {args.runs} runs "
+        f"({', '.join(f'{s:.2f}' for s in startups)})",
+        flush=True,
+    )
+    with quasar_server(config, timeout=120) as srv:
         time.sleep(1)
         at_rest = rss_mb(srv.process.pid)
         asyncio.run(load(srv.v1 + "/chat/completions", args.requests))
         after_first = rss_mb(srv.process.pid)
         asyncio.run(load(srv.v1 + "/chat/completions", args.requests))
         after_second = rss_mb(srv.process.pid)
-    print(
-        f"start-up to /ready 200: median {statistics.median(startups):.2f} s over {args.runs} runs "
-        f"({', '.join(f'{s:.2f}' for s in startups)})"
-    )
     print(
         f"RSS at rest: {at_rest:.0f} MB; after {args.requests} streamed requests: {after_first:.0f} MB; "
         f"after {args.requests} more: {after_second:.0f} MB"

@@ -164,6 +164,9 @@ class ChatRequest(_Wire):
     # The legacy /v1/completions body this request runs, when it came as one (api/completions.py): the
     # engines send its raw prompt instead of the messages, which then only stand in for its size.
     _completion: dict[str, Any] | None = PrivateAttr(default=None)
+    # The body of another API this request came as, (api, body): a deployment whose upstream speaks that
+    # API itself gets the body as it is (engines/anthropic.py: "messages"; engines/openai.py: "responses").
+    _native: tuple[str, dict[str, Any]] | None = PrivateAttr(default=None)
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
     max_tokens: OutputTokens | None = None
@@ -270,6 +273,15 @@ class ChatRequest(_Wire):
     @property
     def completion(self) -> dict[str, Any] | None:
         return self._completion
+
+    @property
+    def came_as(self) -> str | None:
+        """The API this request came through when an upstream may get it as it is (see `_native`)."""
+        return self._native[0] if self._native is not None else None
+
+    def native(self, api: str) -> dict[str, Any] | None:
+        """The body this request came as when it came through `api` (messages, responses), else None."""
+        return self._native[1] if self._native is not None and self._native[0] == api else None
 
     @property
     def output_limit(self) -> int | None:

@@ -12,7 +12,7 @@ import asyncio
 import copy
 import email.utils
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -191,8 +191,18 @@ class OpenAIEngine:
             raise UpstreamError(f"{self.provider}: the response is larger than {_MAX_BODY} bytes")
         return raw
 
+    def _reader(self, request: ChatRequest) -> Callable[[bytes], list[dict[str, Any]]]:
+        """What one stream's events (their `data:`) give as chat chunks."""
+
+        def read(payload: bytes) -> list[dict[str, Any]]:
+            chunk = self._event(payload)
+            return [chunk if request.completion is None else completion.as_chat_chunk(chunk)]
+
+        return read
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         data = self.payload(request, stream=True)
+        read = self._reader(request)
         d = self.deployment
         self._upstream.in_flight += 1
         resp: Response | None = None
@@ -236,12 +246,10 @@ class OpenAIEngine:
                     if payload == b"[DONE]":
                         done = True
                         break
-                    chunk = self._event(payload)
-                    if request.completion is not None:
-                        chunk = completion.as_chat_chunk(chunk)
-                    finish_seen = finish_seen or _finished(chunk)
+                    for chunk in read(payload):
+                        finish_seen = finish_seen or _finished(chunk)
+                        yield chunk
                     wait = d.chunk_timeout
-                    yield chunk
                 if done:
                     reusable = await _drain(resp, d.chunk_timeout)
                     break

@@ -64,7 +64,9 @@ def chat_request(raw: bytes) -> ChatRequest:
     if request.stream:
         fields["stream"] = True
         fields["stream_options"] = {"include_usage": True}  # message_delta reports the usage
-    return _chat(fields)
+    chat = _chat(fields)
+    chat._native = ("messages", orjson.loads(raw))  # what an upstream speaking Messages gets (engines/anthropic.py)
+    return chat
 
 
 def count_request(raw: bytes) -> ChatRequest:
