@@ -2,7 +2,10 @@
 
     .venv/bin/python benchmarks/startup_memory.py [--runs 3] [--requests 200] [--default]
 
-Start-up: from spawning `quasar serve` to the first 200 from /ready (median of --runs). With --default the
+Start-up: from spawning `quasar serve` to the first 200 from /ready (median of --runs), with the CPU
+seconds the process had used by then (user + system, its threads included: the work itself, which a
+machine busy with other processes stretches in wall time but does not change) and each model's load time
+as the server logged it. With --default the
 server runs with no config file: the built-in chat model as `spark` and the built-in embedding model, as a
 new user gets it; without it, the built-in chat model alone.
 Memory: VmRSS of the server process at rest after start-up, after --requests streamed requests at
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import statistics
 import sys
 import time
@@ -32,6 +37,11 @@ models:
         parallel: 4
         context_length: 8192
 """
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def rss_mb(pid: int) -> float:
@@ -67,14 +77,23 @@ def main() -> None:
     parser.add_argument("--default", action="store_true", help="no config file: chat and embedding models")
     args = parser.parse_args()
     config = None if args.default else CONFIG
-    startups = []
+    startups, cpus = [], []
     for _ in range(args.runs):
         began = time.perf_counter()
-        with quasar_server(config, timeout=120):
+        with quasar_server(config, timeout=180) as srv:
             startups.append(time.perf_counter() - began)
+            cpus.append(cpu_seconds(srv.process.pid))
+            loads = re.findall(r"loaded (\S+) in ([0-9.]+)s", srv.log())
+        print(
+            f"  run {len(startups)}: {startups[-1]:.2f} s, {cpus[-1]:.2f} CPU s; "
+            + ", ".join(f"{name} loaded in {seconds} s" for name, seconds in loads)
+            + f"; load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
     print(
         f"start-up to /ready 200: median {statistics.median(startups):.2f} s over {args.runs} runs "
-        f"({', '.join(f'{s:.2f}' for s in startups)})",
+        f"({', '.join(f'{s:.2f}' for s in startups)}); CPU s at ready: median {statistics.median(cpus):.2f} "
+        f"({', '.join(f'{c:.2f}' for c in cpus)})",
         flush=True,
     )
     with quasar_server(config, timeout=120) as srv:

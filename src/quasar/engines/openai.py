@@ -1,5 +1,8 @@
 """Any OpenAI-compatible HTTP API (OpenAI, vLLM, llama.cpp's server, the seed providers).
 
+A deployment that declares `apis: [responses]` speaks OpenAI's Responses API too: a request that came as
+`POST /v1/responses` is sent there as it is (translate/from_responses.py reads its answer for the pipeline).
+
 A keep-alive connection pool per upstream (engines/http.py). Three timeouts per deployment: connect, first byte
 (the response headers, and for a stream its first event) and between chunks of a stream; a whole
 non-streaming response is bounded by `timeout`. Stream events are passed on one by one as they arrive.
@@ -26,6 +29,7 @@ from quasar.engines.http import ConnectError, ConnectTimeout, HTTPError, Pool, R
 from quasar.engines.load import LoadReader
 from quasar.errors import ConfigError, InvalidRequest, UpstreamError, UpstreamRejected, UpstreamTimeout
 from quasar.gateway.providers import auth_headers, resolve_base_url
+from quasar.translate import from_responses
 
 ALL_CAPABILITIES = frozenset({"tools", "vision", "json_schema"})
 # Quasar's own fields and seed 000's misspelt alias (already copied to presence_penalty) stay here.
@@ -110,6 +114,7 @@ class OpenAIEngine:
         legacy = _target(f"{self.base_url}/completions")
         self._completions_prefix = self._pool.prefix(legacy, headers)  # legacy completions (engines/completion.py)
         self._embed_prefix = self._pool.prefix(_target(f"{self.base_url}/embeddings"), headers)
+        self._responses_prefix = self._pool.prefix(_target(f"{self.base_url}/responses"), headers)
 
     def with_credentials(self, api_key: str | None, base_url: str | None) -> OpenAIEngine:
         """A view of this engine that uses a customer's key (and base URL) for one request."""
@@ -125,6 +130,9 @@ class OpenAIEngine:
         if request.completion is not None:
             legacy = completion.upstream_body(request, self.deployment.model or request.model, stream=stream)
             return orjson.dumps(legacy)
+        native = self._native(request)
+        if native is not None:
+            return orjson.dumps({**native, "model": self.deployment.model or request.model, "stream": stream})
         body = request.model_dump(exclude_unset=True, by_alias=True, exclude=_NOT_FORWARDED)
         body["model"] = self.deployment.model or request.model
         body["stream"] = stream
@@ -141,18 +149,29 @@ class OpenAIEngine:
     def url(self) -> str:
         return f"{self.base_url}/chat/completions"
 
+    def _native(self, request: ChatRequest) -> dict[str, Any] | None:
+        """The Responses API body a request came as, when this upstream speaks that API (`apis`)."""
+        return request.native("responses") if "responses" in self.deployment.apis else None
+
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         raw = await self._post(self._target_of(request), self.payload(request, stream=False))
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise UpstreamError(f"{self.provider}: the response is not JSON") from None
+        if self._native(request) is not None:
+            try:
+                return from_responses.chat_body(body if isinstance(body, dict) else {})
+            except UpstreamError as exc:
+                raise UpstreamError(f"{self.provider}: {exc.message}") from None
         if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
             raise UpstreamError(f"{self.provider}: the response is not a chat completion")
         return body if request.completion is None else completion.as_chat_body(body)
 
     def _target_of(self, request: ChatRequest) -> bytes:
-        return self._prefix if request.completion is None else self._completions_prefix
+        if request.completion is not None:
+            return self._completions_prefix
+        return self._prefix if self._native(request) is None else self._responses_prefix
 
     async def embed(self, inputs: list[str] | list[list[int]], model: str) -> dict[str, Any]:
         """POST {base_url}/embeddings with the inputs as float vectors; the upstream's list body."""
@@ -193,6 +212,17 @@ class OpenAIEngine:
 
     def _reader(self, request: ChatRequest) -> Callable[[bytes], list[dict[str, Any]]]:
         """What one stream's events (their `data:`) give as chat chunks."""
+
+        if self._native(request) is not None:
+            reader = from_responses.ChunkReader()
+
+            def typed(payload: bytes) -> list[dict[str, Any]]:
+                try:
+                    return reader.read(self._event(payload, errors=False))
+                except UpstreamError as exc:
+                    raise UpstreamError(f"{self.provider}: {self._scrub(exc.message)}") from None
+
+            return typed
 
         def read(payload: bytes) -> list[dict[str, Any]]:
             chunk = self._event(payload)
@@ -261,14 +291,14 @@ class OpenAIEngine:
                 else:
                     resp.close()  # drops the connection: the upstream stops generating
 
-    def _event(self, payload: bytes) -> dict[str, Any]:
+    def _event(self, payload: bytes, errors: bool = True) -> dict[str, Any]:
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
             chunk = None
         if not isinstance(chunk, dict):
             raise UpstreamError(f"{self.provider}: malformed event in the stream: {payload[:200]!r}")
-        if "error" in chunk:
+        if errors and "error" in chunk:
             raise UpstreamError(f"{self.provider}: {self._scrub(_error_message(chunk, payload))}")
         return chunk
 
