@@ -18,7 +18,7 @@ import orjson
 
 from quasar.api.chat import ChatRequest
 from quasar.config import Deployment
-from quasar.engines.openai import OpenAIEngine, _target
+from quasar.engines.openai import OpenAIEngine, request_target
 from quasar.errors import InvalidRequest, UpstreamError
 from quasar.translate import to_anthropic
 
@@ -40,7 +40,7 @@ class AnthropicEngine(OpenAIEngine):
         headers = {"Content-Type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
         if api_key:
             headers["x-api-key"] = api_key
-        self._prefix = self._pool.prefix(_target(self.url), headers)
+        self._prefix = self._pool.prefix(request_target(self.url), headers)
 
     @property
     def url(self) -> str:

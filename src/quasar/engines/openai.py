@@ -110,11 +110,11 @@ class OpenAIEngine:
         self._api_key = api_key
         self._pool = self._upstream.pool(self.base_url)
         headers = {"Content-Type": "application/json", **auth_headers(self.deployment.provider, api_key)}
-        self._prefix = self._pool.prefix(_target(self.url), headers)
-        legacy = _target(f"{self.base_url}/completions")
+        self._prefix = self._pool.prefix(request_target(self.url), headers)
+        legacy = request_target(f"{self.base_url}/completions")
         self._completions_prefix = self._pool.prefix(legacy, headers)  # legacy completions (engines/completion.py)
-        self._embed_prefix = self._pool.prefix(_target(f"{self.base_url}/embeddings"), headers)
-        self._responses_prefix = self._pool.prefix(_target(f"{self.base_url}/responses"), headers)
+        self._embed_prefix = self._pool.prefix(request_target(f"{self.base_url}/embeddings"), headers)
+        self._responses_prefix = self._pool.prefix(request_target(f"{self.base_url}/responses"), headers)
 
     def with_credentials(self, api_key: str | None, base_url: str | None) -> OpenAIEngine:
         """A view of this engine that uses a customer's key (and base URL) for one request."""
@@ -330,7 +330,7 @@ class OpenAIEngine:
         return UpstreamError(f"{self.provider}: {kind}: {exc}")
 
 
-def _target(url: str) -> str:
+def request_target(url: str) -> str:
     """The request target (path and query) of a URL."""
     parts = urlsplit(url)
     return parts.path + (f"?{parts.query}" if parts.query else "")
