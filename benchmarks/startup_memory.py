@@ -83,7 +83,7 @@ def main() -> None:
         with quasar_server(config, timeout=180) as srv:
             startups.append(time.perf_counter() - began)
             cpus.append(cpu_seconds(srv.process.pid))
-            loads = re.findall(r"loaded (\S+) in ([0-9.]+)s", srv.log())
+        loads = re.findall(r"loaded (\S+) in ([0-9.]+)s", srv.log())  # once it stopped: its output is flushed
         print(
             f"  run {len(startups)}: {startups[-1]:.2f} s, {cpus[-1]:.2f} CPU s; "
             + ", ".join(f"{name} loaded in {seconds} s" for name, seconds in loads)
