@@ -3,6 +3,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+JS_TESTS := tests/e2e/js
+JS_STAMP := $(JS_TESTS)/node_modules/.installed
 
 .PHONY: install test-install test-packages serve test lint bench clean
 
@@ -27,16 +29,22 @@ $(STAMP): requirements.lock pyproject.toml
 serve: install
 	$(BIN)/quasar serve
 
-# What the tests need on top: their Python packages.
-test-install: $(TEST_STAMP)
+# What the tests need on top: their Python packages, and the official JavaScript SDK the Responses test drives
+# (pinned by tests/e2e/js/package-lock.json, installed from the npm registry).
+test-install: $(TEST_STAMP) $(JS_STAMP)
 
 $(TEST_STAMP): $(STAMP) requirements-test.lock
 	$(BIN)/pip install --quiet -r requirements.lock -r requirements-test.lock
 	touch $(TEST_STAMP)
 
+$(JS_STAMP): $(JS_TESTS)/package.json $(JS_TESTS)/package-lock.json | test-packages
+	cd $(JS_TESTS) && npm ci --no-audit --no-fund
+	touch $(JS_STAMP)
+
 # Debian's packages the end-to-end tests drive: nginx in front of replicas, chromium for the web pages
-# (Playwright drives it by its path; no browser download).
+# (Playwright drives it by its path; no browser download), node and npm for the JavaScript SDK's test.
 test-packages:
+	test -x /usr/bin/npm || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm)
 	test -x /usr/sbin/nginx || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light)
 	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 

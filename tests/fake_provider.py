@@ -94,12 +94,15 @@ class FakeProvider:
 
     async def _start(self) -> None:
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._handle)
-        app.router.add_post("/v1/completions", self._legacy)
-        app.router.add_post("/v1/embeddings", self._handle)
+        self._routes(app)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.keepalive_timeout)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls).start()
+
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/v1/completions", self._legacy)
+        app.router.add_post("/v1/embeddings", self._handle)
 
     async def _stop(self) -> None:
         if self._runner is not None:

@@ -39,11 +39,17 @@ class Running:
         return self.log_path.read_text(errors="replace")
 
 
-def raw_chat(running: Running, body: dict, headers: dict[str, str] | None = None, timeout: float = 60) -> socket.socket:
-    """A chat POST sent on a plain socket, so the test decides when the client goes away."""
+def raw_chat(
+    running: Running,
+    body: dict,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
+    path: str = "/v1/chat/completions",
+) -> socket.socket:
+    """A chat POST (or another POST to `path`) sent on a plain socket, so the test decides when the client goes away."""
     data = json.dumps(body).encode()
     host, port = "127.0.0.1", int(running.url.rsplit(":", 1)[1])
-    lines = ["POST /v1/chat/completions HTTP/1.1", f"Host: {host}", "Content-Type: application/json"]
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     lines.append(f"Content-Length: {len(data)}")
     sock = socket.create_connection((host, port), timeout=timeout)

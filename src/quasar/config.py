@@ -32,7 +32,7 @@ class Price(_Strict):
 
 
 class Deployment(_Strict):
-    engine: Literal["llamacpp", "openai"]
+    engine: Literal["llamacpp", "openai", "anthropic"]  # anthropic: an upstream speaking Anthropic's Messages API
     # llamacpp
     path: str | None = None
     parallel: int = Field(4, ge=1, le=64)
@@ -46,6 +46,8 @@ class Deployment(_Strict):
     base_url: str | None = None
     model: str | None = None
     api_key: str | None = None
+    # the client APIs this upstream speaks itself beside chat, whose requests it gets as they are
+    apis: list[Literal["responses"]] = []
     connect_timeout: float = Field(5.0, gt=0)  # seconds to open a connection
     first_byte_timeout: float = Field(60.0, gt=0)  # seconds to the response headers / first stream chunk
     chunk_timeout: float = Field(30.0, gt=0)  # seconds allowed between two stream chunks
@@ -70,8 +72,10 @@ class Deployment(_Strict):
                 "a llamacpp deployment needs 'path' (a .gguf file, builtin:smollm2-135m-instruct or "
                 "builtin:all-minilm-l6-v2)"
             )
-        if self.engine == "openai" and not (self.base_url or self.provider):
-            raise ValueError("an openai deployment needs 'base_url' or a 'provider' preset")
+        if self.engine != "llamacpp" and not (self.base_url or self.provider):
+            raise ValueError(f"an {self.engine} deployment needs 'base_url' or a 'provider' preset")
+        if self.apis and self.engine != "openai":
+            raise ValueError("'apis' is for openai deployments (an anthropic one speaks Messages already)")
         return self
 
 

@@ -261,3 +261,23 @@ def test_a_client_that_leaves_a_stream_cancels_the_upstream_request(gateway: Run
     wait_for(lambda: fake.disconnects == 1, timeout=10)
     rows = wait_for(lambda: [r for r in log_rows(gateway.env["QUASAR_DATABASE_URL"]) if r["request_id"] == request_id])
     assert rows[0]["status"] == "cancelled"
+
+
+def test_a_body_over_the_limit_is_a_413_in_anthropic_envelope(gateway: Running, client: anthropic.Anthropic) -> None:
+    huge = "x" * (4 * 1024 * 1024 + 1)  # past server.max_body_bytes' default
+    with pytest.raises(anthropic.APIStatusError) as declared:  # the SDK declares its body's length
+        client.messages.create(model="up", max_tokens=5, messages=user(huge))
+    assert declared.value.status_code == 413
+    assert declared.value.body == {
+        "type": "error",
+        "error": {"type": "request_too_large", "message": "Request body is larger than the limit of 4194304 bytes."},
+    }
+
+    def chunks() -> Iterator[bytes]:  # no length declared: the limit is found while reading
+        data = orjson.dumps({"model": "up", "max_tokens": 5, "messages": user(huge)})
+        for i in range(0, len(data), 1 << 16):
+            yield data[i : i + (1 << 16)]
+
+    streamed = httpx.post(f"{gateway.v1}/messages", content=chunks(), headers={"x-api-key": MASTER}, timeout=30)
+    assert streamed.status_code == 413
+    assert streamed.json()["type"] == "error" and streamed.json()["error"]["type"] == "request_too_large"

@@ -21,7 +21,7 @@ from tests.gateway_config import gateway_config, upstream
 from tests.server import Running, quasar_server
 from tests.store_support import MASTER, cli, database_url, log_rows, pg_schema, tmp_sqlite_url, wait_for
 
-OPENAI_JS = "7.59.0"  # the openai npm package the JavaScript test installs (from npm's offline cache)
+OPENAI_JS = "7.59.0"  # the openai npm package the JavaScript test drives, as tests/e2e/js/package-lock.json pins it
 KEY_A, KEY_B = "key-a-responses", "key-b-responses"
 WEATHER = {
     "type": "function",
@@ -326,23 +326,13 @@ def test_postgres_keeps_conversations(fake: FakeProvider) -> None:
                 client.responses.retrieve(first.id)
 
 
-def test_javascript_sdk(gw: Running, fake: FakeProvider, tmp_path: Path) -> None:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are not installed")
-    install = [
-        "npm",
-        "install",
-        "--offline",
-        "--no-audit",
-        "--no-fund",
-        "--prefix",
-        str(tmp_path),
-        f"openai@{OPENAI_JS}",
-    ]
-    if subprocess.run(install, capture_output=True, timeout=120).returncode != 0:
-        pytest.skip(f"openai@{OPENAI_JS} is not in npm's cache (npm install openai@{OPENAI_JS} once, online)")
-    script = tmp_path / "responses.mjs"  # beside its node_modules, where node resolves "openai"
-    shutil.copy(Path(__file__).parent / "js" / "responses.mjs", script)
+def test_javascript_sdk(gw: Running, fake: FakeProvider) -> None:
+    js = Path(__file__).parent / "js"  # package.json pins the SDK; `make test-install` runs npm ci there
+    installed = js / "node_modules" / "openai" / "package.json"
+    assert shutil.which("node"), "node is not installed: make test-packages"
+    assert installed.is_file(), "the openai npm package is not installed: make test-install (npm ci in tests/e2e/js)"
+    assert json.loads(installed.read_text())["version"] == OPENAI_JS
+    script = js / "responses.mjs"
     fake.script("ok", "ok", "tool-call")
     env = {"QUASAR_BASE_URL": gw.v1, "QUASAR_KEY": KEY_A, "QUASAR_MODEL": "remote", "PATH": gw.env["PATH"]}
     done = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60, env=env)

@@ -140,3 +140,52 @@ def test_a_signal_with_nothing_in_flight_exits_0_at_once(sig: signal.Signals) ->
         assert time.monotonic() - started < 2
         keep_alive.settimeout(2)
         assert keep_alive.recv(1) == b""
+
+
+def test_on_anthropic_messages_the_shutdown_answers_are_in_anthropic_envelope() -> None:
+    with (
+        FakeProvider("held", default="hold:5") as held,
+        FakeProvider("stalled", default="stall:3") as stalled,
+    ):
+        config = yaml.safe_load(gateway_config({"held": [upstream(held)], "stalled": [upstream(stalled)]}))
+        config["server"] = {"shutdown_grace_seconds": GRACE}
+        with quasar_server(yaml.safe_dump(config)) as running:
+
+            def message(model: str, stream: bool = False) -> socket.socket:
+                body = {
+                    "model": model,
+                    "max_tokens": 20,
+                    "stream": stream,
+                    "messages": [{"role": "user", "content": "hi"}],
+                }
+                return raw_chat(running, body, path="/v1/messages")
+
+            held_sock, stalled_sock = message("held"), message("stalled", stream=True)
+            stalled_sock.settimeout(10)
+            first = stalled_sock.recv(65536)
+            while b"Hello" not in first:
+                first += stalled_sock.recv(65536)
+            deadline = time.monotonic() + 10
+            while held.active < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            running.process.terminate()
+
+            status, headers, body = parse(read_all(held_sock))
+            assert status == 503 and headers["retry-after"] == "1"
+            assert json.loads(body) == {
+                "type": "error",
+                "error": {
+                    "type": "overloaded_error",
+                    "message": "The server is shutting down and could not finish this request in time; retry it.",
+                },
+            }
+
+            status, headers, body = parse(first + read_all(stalled_sock))
+            assert status == 200 and headers["content-type"].startswith("text/event-stream")
+            events = [e.split(b"\n") for e in body.split(b"\n\n") if e]
+            assert events[0][0] == b"event: message_start"
+            assert b"event: message_stop" not in [e[0] for e in events]
+            assert events[-1][0] == b"event: error"
+            error = json.loads(events[-1][1].removeprefix(b"data: "))
+            assert error["type"] == "error" and error["error"]["type"] == "overloaded_error"
+            assert running.process.wait(10) == 0

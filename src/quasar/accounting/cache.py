@@ -30,6 +30,8 @@ NOT_IN_KEY = {
 def cache_key(request: ChatRequest) -> str:
     data = request.model_dump(mode="json", exclude_none=True, by_alias=True)
     shaped = {k: v for k, v in data.items() if k not in NOT_IN_KEY}
+    if request.came_as is not None:  # its reply may be that API's own answer (engines/anthropic.py)
+        shaped["came_as"] = request.came_as
     return hashlib.sha256(orjson.dumps(shaped, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

@@ -17,4 +17,8 @@ def build_engine(deployment: Deployment, mode: str = "chat") -> Engine:
         from quasar.engines.openai import OpenAIEngine
 
         return OpenAIEngine(deployment)
+    if deployment.engine == "anthropic":
+        from quasar.engines.anthropic import AnthropicEngine
+
+        return AnthropicEngine(deployment)
     raise ConfigError(f"engine {deployment.engine!r} is not available in this build")

@@ -1,5 +1,8 @@
 """Any OpenAI-compatible HTTP API (OpenAI, vLLM, llama.cpp's server, the seed providers).
 
+A deployment that declares `apis: [responses]` speaks OpenAI's Responses API too: a request that came as
+`POST /v1/responses` is sent there as it is (translate/from_responses.py reads its answer for the pipeline).
+
 A keep-alive connection pool per upstream (engines/http.py). Three timeouts per deployment: connect, first byte
 (the response headers, and for a stream its first event) and between chunks of a stream; a whole
 non-streaming response is bounded by `timeout`. Stream events are passed on one by one as they arrive.
@@ -12,7 +15,7 @@ import asyncio
 import copy
 import email.utils
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +29,7 @@ from quasar.engines.http import ConnectError, ConnectTimeout, HTTPError, Pool, R
 from quasar.engines.load import LoadReader
 from quasar.errors import ConfigError, InvalidRequest, UpstreamError, UpstreamRejected, UpstreamTimeout
 from quasar.gateway.providers import auth_headers, resolve_base_url
+from quasar.translate import from_responses
 
 ALL_CAPABILITIES = frozenset({"tools", "vision", "json_schema"})
 # Quasar's own fields and seed 000's misspelt alias (already copied to presence_penalty) stay here.
@@ -107,10 +111,11 @@ class OpenAIEngine:
         self._api_key = api_key
         self._pool = self._upstream.pool(self.base_url, address)
         headers = {"Content-Type": "application/json", **auth_headers(self.deployment.provider, api_key)}
-        self._prefix = self._pool.prefix(_target(self.url), headers)
-        legacy = _target(f"{self.base_url}/completions")
+        self._prefix = self._pool.prefix(request_target(self.url), headers)
+        legacy = request_target(f"{self.base_url}/completions")
         self._completions_prefix = self._pool.prefix(legacy, headers)  # legacy completions (engines/completion.py)
-        self._embed_prefix = self._pool.prefix(_target(f"{self.base_url}/embeddings"), headers)
+        self._embed_prefix = self._pool.prefix(request_target(f"{self.base_url}/embeddings"), headers)
+        self._responses_prefix = self._pool.prefix(request_target(f"{self.base_url}/responses"), headers)
 
     def with_credentials(self, api_key: str | None, base_url: str | None, address: str | None = None) -> OpenAIEngine:
         """A view of this engine that uses a customer's key (and base URL, pinned to `address`) for one request."""
@@ -126,6 +131,9 @@ class OpenAIEngine:
         if request.completion is not None:
             legacy = completion.upstream_body(request, self.deployment.model or request.model, stream=stream)
             return orjson.dumps(legacy)
+        native = self._native(request)
+        if native is not None:
+            return orjson.dumps({**native, "model": self.deployment.model or request.model, "stream": stream})
         body = request.model_dump(exclude_unset=True, by_alias=True)
         for name in _NOT_FORWARDED.intersection(body):  # not model_dump's exclude: pydantic converts that set
             del body[name]  # on every call, 24K instructions, 40% of the dump
@@ -144,18 +152,29 @@ class OpenAIEngine:
     def url(self) -> str:
         return f"{self.base_url}/chat/completions"
 
+    def _native(self, request: ChatRequest) -> dict[str, Any] | None:
+        """The Responses API body a request came as, when this upstream speaks that API (`apis`)."""
+        return request.native("responses") if "responses" in self.deployment.apis else None
+
     async def chat(self, request: ChatRequest) -> dict[str, Any]:
         raw = await self._post(self._target_of(request), self.payload(request, stream=False))
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise UpstreamError(f"{self.provider}: the response is not JSON") from None
+        if self._native(request) is not None:
+            try:
+                return from_responses.chat_body(body if isinstance(body, dict) else {})
+            except UpstreamError as exc:
+                raise UpstreamError(f"{self.provider}: {exc.message}") from None
         if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
             raise UpstreamError(f"{self.provider}: the response is not a chat completion")
         return body if request.completion is None else completion.as_chat_body(body)
 
     def _target_of(self, request: ChatRequest) -> bytes:
-        return self._prefix if request.completion is None else self._completions_prefix
+        if request.completion is not None:
+            return self._completions_prefix
+        return self._prefix if self._native(request) is None else self._responses_prefix
 
     async def embed(self, inputs: list[str] | list[list[int]], model: str) -> dict[str, Any]:
         """POST {base_url}/embeddings with the inputs as float vectors; the upstream's list body."""
@@ -194,9 +213,29 @@ class OpenAIEngine:
             raise UpstreamError(f"{self.provider}: the response is larger than {_MAX_BODY} bytes")
         return raw
 
+    def _reader(self, request: ChatRequest) -> Callable[[bytes], list[dict[str, Any]]]:
+        """What one stream's events (their `data:`) give as chat chunks."""
+
+        if self._native(request) is not None:
+            reader = from_responses.ChunkReader()
+
+            def typed(payload: bytes) -> list[dict[str, Any]]:
+                try:
+                    return reader.read(self._event(payload, errors=False))
+                except UpstreamError as exc:
+                    raise UpstreamError(f"{self.provider}: {self._scrub(exc.message)}") from None
+
+            return typed
+
+        def read(payload: bytes) -> list[dict[str, Any]]:
+            chunk = self._event(payload)
+            return [chunk if request.completion is None else completion.as_chat_chunk(chunk)]
+
+        return read
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         data = self.payload(request, stream=True)
-        legacy = request.completion is not None
+        read = self._reader(request)
         d = self.deployment
         self._upstream.in_flight += 1
         resp: Response | None = None
@@ -240,12 +279,10 @@ class OpenAIEngine:
                     if payload == b"[DONE]":
                         done = True
                         break
-                    chunk = self._event(payload)
-                    if legacy:
-                        chunk = completion.as_chat_chunk(chunk)
-                    finish_seen = finish_seen or _finished(chunk)
+                    for chunk in read(payload):
+                        finish_seen = finish_seen or _finished(chunk)
+                        yield chunk
                     wait = d.chunk_timeout
-                    yield chunk
                 if done:
                     reusable = await _drain(resp, d.chunk_timeout)
                     break
@@ -257,14 +294,14 @@ class OpenAIEngine:
                 else:
                     resp.close()  # drops the connection: the upstream stops generating
 
-    def _event(self, payload: bytes) -> dict[str, Any]:
+    def _event(self, payload: bytes, errors: bool = True) -> dict[str, Any]:
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
             chunk = None
         if not isinstance(chunk, dict):
             raise UpstreamError(f"{self.provider}: malformed event in the stream: {payload[:200]!r}")
-        if "error" in chunk:
+        if errors and "error" in chunk:
             raise UpstreamError(f"{self.provider}: {self._scrub(_error_message(chunk, payload))}")
         return chunk
 
@@ -298,7 +335,7 @@ class OpenAIEngine:
         return UpstreamError(f"{self.provider}: {kind}: {exc}")
 
 
-def _target(url: str) -> str:
+def request_target(url: str) -> str:
     """The request target (path and query) of a URL."""
     parts = urlsplit(url)
     return parts.path + (f"?{parts.query}" if parts.query else "")

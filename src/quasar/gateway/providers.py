@@ -1,4 +1,4 @@
-"""Provider presets: where an OpenAI-compatible provider lives and how it wants its key.
+"""Provider presets: where a provider lives and how it wants its key (`anthropic`: for `engine: anthropic`).
 
 A deployment may name only `provider`, `model` and `api_key`; the preset fills in the rest. An explicit
 `base_url` always wins over the preset's.
@@ -11,7 +11,7 @@ from typing import Literal
 
 from quasar.errors import ConfigError
 
-AuthStyle = Literal["bearer", "api-key"]
+AuthStyle = Literal["bearer", "api-key", "x-api-key"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "openai": Preset("https://api.openai.com/v1"),
+    "anthropic": Preset("https://api.anthropic.com/v1", "x-api-key"),
     "avangenio": Preset("https://apigateway.avangenio.net"),
     "alphaedge": Preset("https://api.alphaedge-ai.com/v1"),
     "respan": Preset("https://api.respan.ai/api"),
@@ -47,6 +48,6 @@ def auth_headers(provider: str | None, api_key: str | None) -> dict[str, str]:
     if not api_key:
         return {}
     preset = PRESETS.get(provider or "")
-    if preset is not None and preset.auth == "api-key":
-        return {"api-key": api_key}
+    if preset is not None and preset.auth != "bearer":
+        return {preset.auth: api_key}
     return {"Authorization": f"Bearer {api_key}"}

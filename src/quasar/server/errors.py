@@ -80,6 +80,15 @@ def anthropic_body(exc: QuasarError) -> dict:
     return {"type": "error", "error": {"type": kind, "message": exc.message}}
 
 
+def envelope(exc: QuasarError, path: str) -> dict:
+    """The error body a path answers with: Anthropic's on its Messages API (`/v1/messages...`), else OpenAI's."""
+    return anthropic_body(exc) if anthropic_path(path) else exc.body()
+
+
+def anthropic_path(path: str) -> bool:
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
 def anthropic_response(exc: QuasarError) -> JSON:
     return JSON(anthropic_body(exc), status_code=exc.status, headers=exc.headers)
 

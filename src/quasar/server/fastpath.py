@@ -29,7 +29,7 @@ from quasar.server.routes.responses import RESPONSES_PATH, create
 
 class ChatFastPath:
     def __init__(self, body_limit: int) -> None:
-        self._app = RequestId(BodyLimit(self._chat, body_limit, anthropic_paths=frozenset(MESSAGES_APPS)))
+        self._app = RequestId(BodyLimit(self._chat, body_limit))
 
     @staticmethod
     def handles(scope: Scope) -> bool:

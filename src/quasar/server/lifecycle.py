@@ -3,7 +3,8 @@
 The HTTP protocol (server/protocol.py) writes these answers straight to the socket, whatever the
 application is doing at that moment: a 408 for a request whose head or body did not arrive in time, a
 503 for a request still running when the shutdown grace ends, and an error event for a stream cut by
-the same. Both bodies are in OpenAI's envelope, like every other error.
+the same. Each body is in its path's envelope, like every other error: Anthropic's on the Messages API
+(`event: error` for its streams), OpenAI's elsewhere.
 
 Where the application is still reading the request, it is told too (`TIMED_OUT` in the scope), so
 the request log says what happened; see server/middleware.py's BodyLimit.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import orjson
 
 from quasar.errors import QuasarError, RequestTimeout, ShuttingDown
+from quasar.server.errors import anthropic_path, envelope
 
 # Set in a request's ASGI scope when its body did not arrive within server.body_timeout_seconds.
 TIMED_OUT = "quasar.timed_out"
@@ -37,9 +39,9 @@ def shutting_down() -> ShuttingDown:
     )
 
 
-def raw_response(exc: QuasarError, request_id: str | None = None) -> bytes:
-    """A whole HTTP/1.1 response carrying `exc`, ending its connection."""
-    body = orjson.dumps(exc.body())
+def raw_response(exc: QuasarError, request_id: str | None = None, path: str = "") -> bytes:
+    """A whole HTTP/1.1 response carrying `exc` in `path`'s envelope, ending its connection."""
+    body = orjson.dumps(envelope(exc, path))
     headers = {
         "content-type": "application/json",
         "content-length": str(len(body)),
@@ -53,9 +55,11 @@ def raw_response(exc: QuasarError, request_id: str | None = None) -> bytes:
     return head.encode("latin-1") + b"\r\n" + body
 
 
-def raw_stream_end(exc: QuasarError) -> bytes:
-    """The last chunk of a chunked event stream: one error event, no [DONE], then the terminator."""
-    event = b"data: " + orjson.dumps(exc.body()) + b"\n\n"
+def raw_stream_end(exc: QuasarError, path: str) -> bytes:
+    """The last chunk of a chunked event stream: one error event (Anthropic's `event: error` on its paths),
+    no [DONE] or message_stop, then the terminator."""
+    name = b"event: error\n" if anthropic_path(path) else b""
+    event = name + b"data: " + orjson.dumps(envelope(exc, path)) + b"\n\n"
     return b"%x\r\n%s\r\n0\r\n\r\n" % (len(event), event)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -11,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from quasar.errors import PayloadTooLarge
 from quasar.ids import sortable_id
 from quasar.observability.logs import REQUEST_ID
-from quasar.server.errors import anthropic_body
+from quasar.server.errors import envelope
 from quasar.server.lifecycle import TIMED_OUT
 
 
@@ -48,26 +47,25 @@ class RequestId:
 
 
 class BodyLimit:
-    """413 in OpenAI's envelope for a body over `limit` bytes, declared or streamed.
+    """413 for a body over `limit` bytes, declared or streamed, in the path's envelope (Anthropic's on the
+    Messages API, OpenAI's elsewhere; a streamed one is raised and answered by the path's own handler).
 
     A body that did not arrive in time has been answered with a 408 by the protocol (server/protocol.py),
     which then tells the application its client has gone; here that becomes the 408's error, so the
     request's handler stops and its log row says why.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, anthropic_paths: Collection[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
-        self.anthropic_paths = anthropic_paths  # answered in Anthropic's envelope (routes/messages.py)
 
     def _error(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"Request body is larger than the limit of {self.limit} bytes.")
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        exc = self._error()
-        body = anthropic_body(exc) if scope["path"] in self.anthropic_paths else exc.body()
+    async def _reject(self, path: str, send: Send) -> None:
+        body = orjson.dumps(envelope(self._error(), path))
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": orjson.dumps(body)})
+        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,7 +74,7 @@ class BodyLimit:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self.limit:
-                    await self._reject(scope, send)
+                    await self._reject(scope["path"], send)
                     return
                 break
         received = 0

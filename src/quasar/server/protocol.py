@@ -158,7 +158,7 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
             if answering and not cycle.response_started:
                 exc = lifecycle.body_timed_out(self.body_timeout)
                 cycle.scope[lifecycle.TIMED_OUT] = exc  # type: ignore[literal-required]
-                self._answer(cycle, lifecycle.raw_response(exc, _request_id(cycle)))
+                self._answer(cycle, lifecycle.raw_response(exc, _request_id(cycle), cycle.scope["path"]))
         elif self._reading == _HEAD:
             if answering:  # a pipelined head: the request before it still holds the connection
                 self._read_timer = self.loop.call_later(self.header_timeout, self._timed_out)
@@ -173,9 +173,10 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
             return
         if cycle is not None and not cycle.response_complete and not cycle.disconnected:
             if not cycle.response_started:
-                self._answer(cycle, lifecycle.raw_response(lifecycle.shutting_down(), _request_id(cycle)))
+                exc = lifecycle.shutting_down()
+                self._answer(cycle, lifecycle.raw_response(exc, _request_id(cycle), cycle.scope["path"]))
             elif cycle.chunked_encoding and cycle.scope.get(lifecycle.EVENT_STREAM):
-                self._answer(cycle, lifecycle.raw_stream_end(lifecycle.shutting_down()))
+                self._answer(cycle, lifecycle.raw_stream_end(lifecycle.shutting_down(), cycle.scope["path"]))
         self.transport.close()
 
     def _answer(self, cycle: Any, data: bytes) -> None:

@@ -28,7 +28,7 @@ from quasar.api.anthropic import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from quasar.api.chat import ChatRequest
+from quasar.api.chat import ChatRequest, as_native
 from quasar.api.errors import describe
 from quasar.errors import InvalidRequest
 from quasar.ids import sortable_id
@@ -64,7 +64,7 @@ def chat_request(raw: bytes) -> ChatRequest:
     if request.stream:
         fields["stream"] = True
         fields["stream_options"] = {"include_usage": True}  # message_delta reports the usage
-    return _chat(fields)
+    return as_native(_chat(fields), "messages", orjson.loads(raw))  # as an upstream speaking Messages gets it
 
 
 def count_request(raw: bytes) -> ChatRequest:

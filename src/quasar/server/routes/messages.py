@@ -3,7 +3,9 @@
 Each path is a plain ASGI app that server/fastpath.py sends its requests to, after the request id and the
 body limit (past FastAPI's stack, which cost about 60 us of CPU a request here). A message is
 answered by ChatService.chat with the body translated to a chat request (translate/anthropic.py) and
-the reply translated back: a message, or Anthropic's named events (`event: NAME` + `data: {...}`). The
+the reply translated back: a message, or Anthropic's named events (`event: NAME` + `data: {...}`). A
+deployment whose upstream speaks Messages itself (engines/anthropic.py) got the body as it is: its
+message, or each of its events, rides along the chat reply under `native` and is relayed as it is. The
 key comes from `x-api-key` or `Authorization: Bearer`; `anthropic-version` is accepted and not needed.
 Every error leaves in Anthropic's envelope (server/errors.py), a stream's after its first event as an
 `event: error`. A client that leaves cancels the work, as on the chat path (server/disconnect.py).
@@ -48,13 +50,22 @@ MESSAGES_ENDPOINTS: dict[str, tuple[type[CountTokensRequest], str, str]] = {
 async def _message(service: ChatService, call: Call) -> Response:
     call.translate = anthropic.chat_request
     reply = await service.chat(call)
-    id = anthropic.message_id()
     if reply.body is not None:
-        return JSON(anthropic.message(reply.body, id), headers=reply.headers)
+        native = reply.body.get("native")  # an upstream speaking Messages answered: its message as it is
+        body = native if native is not None else anthropic.message(reply.body, anthropic.message_id())
+        return JSON(body, headers=reply.headers)
     assert reply.first is not None and reply.rest is not None
-    stream = anthropic.MessageStream(id, reply.first.get("model"))
+    if "native" in reply.first:  # its events as they are
+        native = reply.first["native"]
+        return MessageEvents(_event(native["type"], native), _events(_relayed, reply.rest), reply.headers)
+    stream = anthropic.MessageStream(anthropic.message_id(), reply.first.get("model"))
     first = b"".join(_event(name, data) for name, data in [*stream.start(), *stream.feed(reply.first)])
-    return MessageEvents(first, _events(stream, reply.rest), reply.headers)
+    return MessageEvents(first, _events(stream.feed, reply.rest, stream.finish), reply.headers)
+
+
+def _relayed(chunk: dict) -> list[anthropic.Event]:
+    native = chunk.get("native")
+    return [(native["type"], native)] if native is not None else []
 
 
 async def _count(service: ChatService, call: Call) -> Response:
@@ -131,13 +142,17 @@ def _event(name: str, data: dict) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-async def _events(stream: anthropic.MessageStream, rest: AsyncIterator[dict]) -> AsyncIterator[bytes]:
+async def _events(
+    feed: Callable[[dict], list[anthropic.Event]],
+    rest: AsyncIterator[dict],
+    finish: Callable[[], list[anthropic.Event]] = list,
+) -> AsyncIterator[bytes]:
     """The events after the first ones; a failure ends the stream with one `event: error` and no message_stop."""
     try:
         async for chunk in rest:
-            for name, data in stream.feed(chunk):
+            for name, data in feed(chunk):
                 yield _event(name, data)
-        for name, data in stream.finish():
+        for name, data in finish():
             yield _event(name, data)
     except QuasarError as exc:
         yield _event("error", anthropic_body(exc))

@@ -5,7 +5,10 @@ is parsed as a ResponsesRequest, the conversation named by `previous_response_id
 store (404 when the caller's key did not make it), and the translation (quasar/translate/) turns it
 into the chat request that the pipeline plans, admits, attempts and logs. The chat reply comes back
 as a Response, or as the Responses API's typed events; with `store` (the default) it is written to the
-store before the answer (or the stream's last event) leaves. QuasarApp sends the POST here past
+store before the answer (or the stream's last event) leaves. A deployment whose upstream speaks the
+Responses API (`apis: [responses]`) gets the body as it came (`upstream_body`: the conversation is
+Quasar's to keep) and its Response, or each of its events, rides along the chat reply under `native` and
+is relayed as it is. QuasarApp sends the POST here past
 FastAPI's routing (server/fastpath.py), like chat; GET and DELETE are ordinary routes.
 """
 
@@ -22,7 +25,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from quasar.api.chat import ChatRequest
+from quasar.api.chat import ChatRequest, as_native
 from quasar.api.responses import Item, ResponsesRequest
 from quasar.auth.principal import Principal
 from quasar.errors import EngineError, InvalidRequest, NotFound, QuasarError, StoreUnavailable
@@ -80,7 +83,7 @@ async def create(request: Request, started: float) -> Response:
     def translate(raw: bytes) -> ChatRequest:
         # `raw` was parsed by read_body, which had to: the stored conversation is read before translating
         assert turn.request is not None
-        return to_chat(turn.request, turn.conversation)
+        return as_native(to_chat(turn.request, turn.conversation), "responses", upstream_body(raw, turn))
 
     call = Call(
         request.state.request_id, authorization, read_body, started=started, translate=translate, endpoint="responses"
@@ -101,6 +104,17 @@ async def create(request: Request, started: float) -> Response:
     else:
         disconnects.discard()
     return response
+
+
+def upstream_body(raw: bytes, turn: Turn) -> dict[str, Any]:
+    """What an upstream speaking the Responses API gets: the body as it came, but for the conversation,
+    which Quasar keeps: a follow-up's `input` is the whole conversation (no `previous_response_id`), and
+    the upstream is asked not to store it (`store: false`)."""
+    body = orjson.loads(raw)
+    if body.pop("previous_response_id", None) is not None:
+        body["input"] = [{k: v for k, v in item.items() if k != "id"} for item in dump_items(turn.conversation)]
+    body["store"] = False
+    return body
 
 
 async def _conversation(request: Request, response_id: str, principal: Principal) -> list[Item]:
@@ -148,10 +162,16 @@ def _store_errors() -> Iterator[None]:
 async def _answer(request: Request, reply: Reply, turn: Turn) -> Response:
     assert turn.request is not None
     if reply.body is not None:
-        response = to_response(reply.body, turn.request, new_id("resp"), reply.body.get("created") or 0)
+        native = reply.body.get("native")  # an upstream speaking Responses answered: its Response as it is
+        if native is not None:
+            response = _as_asked(native, turn)
+        else:
+            response = to_response(reply.body, turn.request, new_id("resp"), reply.body.get("created") or 0)
         await _save(request, turn, response)
         return JSON(response, headers=reply.headers)
     assert reply.first is not None and reply.rest is not None
+    if "native" in reply.first:
+        return TypedEventStream([reply.first["native"]], _relayed(request, turn, reply.rest), reply.headers)
     events = ResponseEvents(turn.request, new_id("resp"))
     first = [*events.start(), *events.take(reply.first)]
     return TypedEventStream(first, _events(request, turn, events, reply.rest), reply.headers)
@@ -177,6 +197,50 @@ async def _events(
         log.exception("responses stream failed")
         for event in events.failed(EngineError("The stream failed on the server.")):
             yield event
+    finally:
+        await chunks.aclose()
+
+
+def _as_asked(response: dict[str, Any], turn: Turn) -> dict[str, Any]:
+    """An upstream's Response with the two fields Quasar answers for: `store` and `previous_response_id`."""
+    assert turn.request is not None
+    return {**response, "store": turn.request.store, "previous_response_id": turn.request.previous_response_id}
+
+
+async def _relayed(
+    request: Request, turn: Turn, chunks: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    """An upstream's own events after its first, as they are; its last one's Response is stored. A failure
+    ends the stream with an `error` event."""
+    sequence = 0
+    try:
+        async for chunk in chunks:
+            event = chunk.get("native")
+            if event is None:
+                continue  # Quasar's own request_breakdown chunk: the Response carries no place for it
+            sequence = event.get("sequence_number", sequence)
+            if event.get("type") in ("response.completed", "response.incomplete"):
+                event = {**event, "response": _as_asked(event["response"], turn)}
+                await _save(request, turn, event["response"])
+            yield event
+    except QuasarError as exc:
+        yield {
+            "type": "error",
+            "code": exc.code,
+            "message": exc.message,
+            "param": exc.param,
+            "sequence_number": sequence + 1,
+        }
+    except Exception:
+        log.exception("responses stream failed")
+        failure = EngineError("The stream failed on the server.")
+        yield {
+            "type": "error",
+            "code": failure.code,
+            "message": failure.message,
+            "param": None,
+            "sequence_number": sequence + 1,
+        }
     finally:
         await chunks.aclose()
 
