@@ -51,6 +51,8 @@ def pieces(since: float, until: float, spans: tuple[int, ...]) -> list[tuple[int
     span, smaller = spans[0], spans[1:]
     start = since if math.isinf(since) else math.ceil(since / span) * span
     end = until if math.isinf(until) else math.floor(until / span) * span
+    start += span if start < since else 0  # since / span rounded to a whole number from above
+    end -= span if end > until else 0
     if not start < end:
         return pieces(since, until, smaller)
     return [*pieces(since, start, smaller), (span, start, end), *pieces(end, until, smaller)]
