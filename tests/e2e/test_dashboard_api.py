@@ -210,3 +210,20 @@ def test_deployments_show_cooldown_and_need_the_master_key(
     assert "slots" not in rows["m-beta#0"]  # only a local engine has slots
     refused = get(gw, "/admin/deployments", auth=traffic["a"][1])
     assert refused.status_code == 403
+
+
+def test_openapi_shows_the_query_parameters_with_their_types(gw: Running) -> None:
+    paths = httpx.get(f"{gw.url}/openapi.json").json()["paths"]
+
+    def parameters(path: str) -> dict[str, dict[str, Any]]:
+        return {p["name"]: p["schema"] for p in paths[path]["get"].get("parameters", []) if p["in"] == "query"}
+
+    listed = parameters("/v1/requests")
+    assert listed["limit"] == {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}
+    assert listed["status"]["enum"] == ["ok", "error", "truncated", "cancelled"]
+    assert {"model", "key", "customer", "from", "to", "cursor"} <= set(listed)
+    assert parameters("/v1/usage")["group_by"]["enum"] == ["model", "key", "customer"]
+    series = parameters("/v1/usage/timeseries")
+    assert series["bucket"] == {"type": "string", "enum": ["minute", "hour", "day"], "default": "hour"}
+    assert {"type": "number"} in series["from"]["anyOf"]
+    assert parameters("/admin/deployments") == {}  # it takes none
