@@ -57,7 +57,8 @@ def web() -> Iterator[Running]:
                 {"name": "html", "deployments": [upstream(fake)]},
             ]
         }
-        with quasar_server(yaml.safe_dump(config), env={"QUASAR_MASTER_KEY": MASTER}) as running:
+        # timeout: loading the built-in model took 31 s on the shared VM under load
+        with quasar_server(yaml.safe_dump(config), env={"QUASAR_MASTER_KEY": MASTER}, timeout=180) as running:
             yield running
 
 

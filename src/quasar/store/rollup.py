@@ -92,6 +92,18 @@ def percentile(dense: np.ndarray, fraction: float) -> float | None:
     return bin_value(int(np.searchsorted(np.cumsum(dense), rank)))
 
 
+def percentiles(dense: np.ndarray, fraction: float) -> list[float | None]:
+    """`percentile` of each row of a (groups, BINS) array at once."""
+    if not len(dense):
+        return []
+    cumulative = np.cumsum(dense, axis=1)
+    totals = cumulative[:, -1]
+    ranks = np.maximum(np.ceil(fraction * totals), 1)
+    found = (cumulative >= ranks[:, None]).argmax(axis=1)
+    values = [bin_value(int(i)) for i in range(BINS)]
+    return [values[i] if n else None for i, n in zip(found.tolist(), totals.tolist(), strict=True)]
+
+
 def rollup_id(grouping: str, span: int, bucket: int, model: Any, key_id: Any, customer: Any) -> str:
     """The rollup row's primary key: the same for the same bucket and group on every replica."""
     ident = orjson.dumps([grouping, span, bucket, model, key_id, customer])

@@ -61,10 +61,13 @@ def pieces(since: float, until: float, spans: tuple[int, ...]) -> list[tuple[int
 class _Sums:
     """Totals per (time, group): scalars in one array, the two histograms as dense bin counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, ttft: bool) -> None:
+        self.ttft = ttft  # whether time-to-first-token is wanted (timeseries) or not (usage)
         self.index: dict[tuple[Any, Any], int] = {}
         self.parts: list[tuple[np.ndarray, np.ndarray]] = []  # (row -> slot, scalars)
         self.bins: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"latency": [], "ttft": []}
+        if not ttft:
+            del self.bins["ttft"]
 
     def slots(self, keys: list[tuple[Any, Any]]) -> np.ndarray:
         index = self.index
@@ -77,15 +80,16 @@ class _Sums:
         self.bins[name].append((slots, bins, counts))
 
     def add_blobs(self, name: str, slots: np.ndarray, blobs: list[bytes]) -> None:
-        lengths = np.fromiter((len(b) // rollup.PAIR.itemsize for b in blobs), dtype=np.intp, count=len(blobs))
-        pairs = np.frombuffer(b"".join(bytes(b) for b in blobs), dtype=rollup.PAIR)
+        lengths = np.fromiter(map(len, blobs), dtype=np.intp, count=len(blobs)) // rollup.PAIR.itemsize
+        pairs = np.frombuffer(b"".join(blobs), dtype=rollup.PAIR)
         self.add_bins(name, np.repeat(slots, lengths), pairs["bin"].astype(np.intp), pairs["count"].astype(np.int64))
 
     def totals(self) -> tuple[list[tuple[Any, Any]], np.ndarray, dict[str, np.ndarray]]:
         size = len(self.index)
         scalars = np.zeros((size, _LOG_SCALARS))
         for slots, values in self.parts:
-            np.add.at(scalars, slots, values)
+            for column in range(_LOG_SCALARS):
+                scalars[:, column] += np.bincount(slots, weights=values[:, column], minlength=size)
         hists = {}
         for name, parts in self.bins.items():
             flat = np.zeros(size * rollup.BINS, dtype=np.int64)
@@ -103,9 +107,10 @@ async def _from_rollups(
 ) -> None:  # fmt: skip
     span, start, end = piece
     r = usage_rollup.c
+    hists = [r.latency_bins, r.ttft_bins] if sums.ttft else [r.latency_bins]
     query = select(
         r.bucket, r[group] if group else r.span, r.requests, r.prompt_tokens, r.cached_tokens, r.completion_tokens,
-        r.cost, r.errors, r.latency_bins, r.ttft_bins,
+        r.cost, r.errors, *hists,
     ).where(r.grouping == grouping, r.span == span)  # fmt: skip
     if not math.isinf(start):
         query = query.where(r.bucket >= int(start))
@@ -117,11 +122,13 @@ async def _from_rollups(
     rows = (await conn.execute(query)).all()
     if not rows:
         return
-    keys = [(int(row[0]) // size * size if size else None, row[1] if group else None) for row in rows]
-    slots = sums.slots(keys)
-    sums.add(slots, np.array([row[2:8] for row in rows], dtype=np.float64))
-    sums.add_blobs("latency", slots, [row[8] for row in rows])
-    sums.add_blobs("ttft", slots, [row[9] for row in rows])
+    columns = list(zip(*rows, strict=True))
+    times = [t // size * size for t in columns[0]] if size else [None] * len(rows)
+    slots = sums.slots(list(zip(times, columns[1] if group else [None] * len(rows), strict=True)))
+    sums.add(slots, np.array(columns[2:8], dtype=np.float64).T)
+    sums.add_blobs("latency", slots, columns[8])
+    if sums.ttft:
+        sums.add_blobs("ttft", slots, columns[9])
 
 
 async def _from_log(
@@ -151,21 +158,22 @@ async def _from_log(
     ones = np.ones(len(rows), dtype=np.int64)
     latency = np.array([row[7] for row in rows], dtype=np.float64)
     sums.add_bins("latency", slots, rollup.bins_of(latency), ones)
-    ttft = np.array([np.nan if row[8] is None else row[8] for row in rows], dtype=np.float64)
-    streamed = ~np.isnan(ttft)
-    sums.add_bins("ttft", slots[streamed], rollup.bins_of(ttft[streamed]), ones[streamed])
+    if sums.ttft:
+        ttft = np.array([np.nan if row[8] is None else row[8] for row in rows], dtype=np.float64)
+        streamed = ~np.isnan(ttft)
+        sums.add_bins("ttft", slots[streamed], rollup.bins_of(ttft[streamed]), ones[streamed])
 
 
 async def _gather(
     engine: AsyncEngine, where: LogFilter, group_by: str | None, size: int | None
-) -> tuple[list[tuple[Any, Any]], np.ndarray, dict[str, np.ndarray]]:
+) -> tuple[list[tuple[Any, Any]], Any, dict[str, np.ndarray]]:
     """Totals per (bucket start or None, group or None) of the rows `where` selects."""
     group = GROUPS[group_by] if group_by else None
     grouping = grouping_for(where, group_by)
     since = -math.inf if where.since is None else where.since
     until = math.inf if where.until is None else where.until
     spans = () if grouping is None else tuple(s for s in rollup.SPANS if size is None or s <= size and size % s == 0)
-    sums = _Sums()
+    sums = _Sums(ttft=size is not None)
     async with engine.connect() as conn:
         for piece in pieces(since, until, spans):
             if piece[0] == 0:
@@ -176,7 +184,7 @@ async def _gather(
     return sums.totals()
 
 
-def _numbers(values: np.ndarray) -> dict[str, Any]:
+def _numbers(values: list[float]) -> dict[str, Any]:
     requests, prompt, cached, completion, cost, errors = values
     return {
         "requests": int(requests),
@@ -192,16 +200,12 @@ def _numbers(values: np.ndarray) -> dict[str, Any]:
 async def usage(engine: AsyncEngine, group_by: str, where: LogFilter) -> list[dict[str, Any]]:
     """One row per group over the range `where` selects, most requests first."""
     keys, scalars, hists = await _gather(engine, where, group_by, None)
+    p50, p95 = (rollup.percentiles(hists["latency"], f) for f in (0.5, 0.95))
+    scalars = scalars.tolist()
     out = []
     for slot, (_, group) in enumerate(keys):
-        latency = hists["latency"][slot]
         out.append(
-            {
-                group_by: group,
-                **_numbers(scalars[slot]),
-                "p50_latency_ms": rollup.percentile(latency, 0.5),
-                "p95_latency_ms": rollup.percentile(latency, 0.95),
-            }
+            {group_by: group, **_numbers(scalars[slot]), "p50_latency_ms": p50[slot], "p95_latency_ms": p95[slot]}
         )
     out.sort(key=lambda r: (-r["requests"], str(r[group_by])))
     return out
@@ -211,20 +215,22 @@ async def timeseries(engine: AsyncEngine, bucket: str, group_by: str | None, whe
     """Per time bucket (and per group when `group_by` is set): requests, tokens, cost, errors, and the
     p50/p95 of latency and time to first token. Oldest bucket first."""
     keys, scalars, hists = await _gather(engine, where, group_by, BUCKETS[bucket])
+    lat50, lat95 = (rollup.percentiles(hists["latency"], f) for f in (0.5, 0.95))
+    ttft50, ttft95 = (rollup.percentiles(hists["ttft"], f) for f in (0.5, 0.95))
+    scalars = scalars.tolist()
     out = []
     for slot, (start, group) in enumerate(keys):
         numbers = _numbers(scalars[slot])
         del numbers["cached_tokens"]
-        latency, ttft = hists["latency"][slot], hists["ttft"][slot]
         out.append(
             {
                 "time": start,
                 "group": group,
                 **numbers,
-                "p50_latency_ms": rollup.percentile(latency, 0.5),
-                "p95_latency_ms": rollup.percentile(latency, 0.95),
-                "p50_ttft_ms": rollup.percentile(ttft, 0.5),
-                "p95_ttft_ms": rollup.percentile(ttft, 0.95),
+                "p50_latency_ms": lat50[slot],
+                "p95_latency_ms": lat95[slot],
+                "p50_ttft_ms": ttft50[slot],
+                "p95_ttft_ms": ttft95[slot],
             }
         )
     out.sort(key=lambda r: (r["time"], str(r["group"])))
