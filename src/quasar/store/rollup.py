@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 SPANS = (86400, 3600)  # day, hour: largest first
-GROUPINGS: dict[str, tuple[str, ...]] = {
+GROUPINGS: dict[str, tuple[str, ...]] = {  # rollups() spells these out in its loop
     "model": ("model",),
     "key": ("key_id", "model"),
     "customer": ("customer_identifier",),
@@ -139,22 +139,28 @@ def rollups(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     sums: dict[tuple[Any, ...], _Sums] = {}
     for row in rows:
         created = _number(row.get("created"))
-        values = {name: _text(row.get(name)) for name in ("model", "key_id", "customer_identifier")}
+        model, key_id, customer = (_text(row.get(n)) for n in ("model", "key_id", "customer_identifier"))
+        prompt, cached = int(_number(row.get("prompt_tokens"))), int(_number(row.get("cached_tokens")))
+        completion, cost = int(_number(row.get("completion_tokens"))), _number(row.get("cost"))
+        error = row.get("status") != "ok"
         latency, ttft = bin_of(row.get("latency_ms")), row.get("ttft_ms")
         ttft_bin = None if ttft is None else bin_of(ttft)
-        for grouping, columns in GROUPINGS.items():
-            group = tuple(values[name] if name in columns else None for name in values)
-            for span in SPANS:
-                key = (grouping, span, int(created // span) * span, *group)
+        for span in SPANS:
+            bucket = int(created // span) * span
+            for key in (
+                ("model", span, bucket, model, None, None),
+                ("key", span, bucket, model, key_id, None),
+                ("customer", span, bucket, None, None, customer),
+            ):
                 entry = sums.get(key)
                 if entry is None:
                     entry = sums[key] = _Sums()
                 entry.requests += 1
-                entry.prompt_tokens += int(_number(row.get("prompt_tokens")))
-                entry.cached_tokens += int(_number(row.get("cached_tokens")))
-                entry.completion_tokens += int(_number(row.get("completion_tokens")))
-                entry.cost += _number(row.get("cost"))
-                entry.errors += row.get("status") != "ok"
+                entry.prompt_tokens += prompt
+                entry.cached_tokens += cached
+                entry.completion_tokens += completion
+                entry.cost += cost
+                entry.errors += error
                 entry.latency[latency] = entry.latency.get(latency, 0) + 1
                 if ttft_bin is not None:
                     entry.ttft[ttft_bin] = entry.ttft.get(ttft_bin, 0) + 1
