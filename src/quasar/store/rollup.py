@@ -131,22 +131,47 @@ class _Sums:
         self.latency: dict[int, int] = {}
         self.ttft: dict[int, int] = {}
 
+    def add(self, other: _Sums) -> None:
+        self.requests += other.requests
+        self.prompt_tokens += other.prompt_tokens
+        self.cached_tokens += other.cached_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost += other.cost
+        self.errors += other.errors
+        for mine, theirs in ((self.latency, other.latency), (self.ttft, other.ttft)):
+            for index, count in theirs.items():
+                mine[index] = mine.get(index, 0) + count
+
 
 def rollups(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rollup rows that `rows` add up to: one per (grouping, span, bucket, group), ordered by id (so
     that replicas upserting the same rollup rows lock them in the same order). Never raises on odd values:
     a number that is not one counts as 0, a latency that is not one goes to bin 0."""
-    sums: dict[tuple[Any, ...], _Sums] = {}
+    # First per row: its hour and group, the finest a rollup row has; then each of those to its rollup rows.
+    hours: dict[tuple[Any, ...], _Sums] = {}
     for row in rows:
-        created = _number(row.get("created"))
-        model, key_id, customer = (_text(row.get(n)) for n in ("model", "key_id", "customer_identifier"))
-        prompt, cached = int(_number(row.get("prompt_tokens"))), int(_number(row.get("cached_tokens")))
-        completion, cost = int(_number(row.get("completion_tokens"))), _number(row.get("cost"))
-        error = row.get("status") != "ok"
+        key = (
+            int(_number(row.get("created")) // SPANS[-1]) * SPANS[-1],
+            *(_text(row.get(n)) for n in ("model", "key_id", "customer_identifier")),
+        )
+        entry = hours.get(key)
+        if entry is None:
+            entry = hours[key] = _Sums()
+        entry.requests += 1
+        entry.prompt_tokens += int(_number(row.get("prompt_tokens")))
+        entry.cached_tokens += int(_number(row.get("cached_tokens")))
+        entry.completion_tokens += int(_number(row.get("completion_tokens")))
+        entry.cost += _number(row.get("cost"))
+        entry.errors += row.get("status") != "ok"
         latency, ttft = bin_of(row.get("latency_ms")), row.get("ttft_ms")
-        ttft_bin = None if ttft is None else bin_of(ttft)
+        entry.latency[latency] = entry.latency.get(latency, 0) + 1
+        if ttft is not None:
+            ttft_bin = bin_of(ttft)
+            entry.ttft[ttft_bin] = entry.ttft.get(ttft_bin, 0) + 1
+    sums: dict[tuple[Any, ...], _Sums] = {}
+    for (hour, model, key_id, customer), part in hours.items():
         for span in SPANS:
-            bucket = int(created // span) * span
+            bucket = hour // span * span
             for key in (
                 ("model", span, bucket, model, None, None),
                 ("key", span, bucket, model, key_id, None),
@@ -155,15 +180,7 @@ def rollups(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 entry = sums.get(key)
                 if entry is None:
                     entry = sums[key] = _Sums()
-                entry.requests += 1
-                entry.prompt_tokens += prompt
-                entry.cached_tokens += cached
-                entry.completion_tokens += completion
-                entry.cost += cost
-                entry.errors += error
-                entry.latency[latency] = entry.latency.get(latency, 0) + 1
-                if ttft_bin is not None:
-                    entry.ttft[ttft_bin] = entry.ttft.get(ttft_bin, 0) + 1
+                entry.add(part)
     out = []
     for (grouping, span, bucket, model, key_id, customer), entry in sums.items():
         out.append(
