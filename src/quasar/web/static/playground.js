@@ -154,6 +154,7 @@
       if (!(err instanceof ToolsError)) throw err;
       error.textContent = err.message;
       error.hidden = false;
+      $("#prompt").value = text;  // nothing was sent: the message stays to send again
       return;
     }
     bubble("user", "You").textContent = text;
