@@ -1,11 +1,14 @@
 """Two builds of Quasar side by side in front of one zero-delay upstream: requests/s and CPU per request.
 
-    .venv/bin/python benchmarks/gateway_ab.py --base 930d90a [--rounds 5] [--duration 4] [--mode json]
+    .venv/bin/python benchmarks/gateway_ab.py --base 930d90a [--rounds 5] [--duration 4] [--mode json] [--db sqlite]
 
 The working tree and `--base` (any git revision, checked out as a worktree under benchmarks/.work)
 each serve on their own port with the same config; wrk at concurrency 10 alternates between them
 round by round, so the VM's drift hits both alike. CPU per request is each server's user + system time
 over the run (from /proc) divided by the requests wrk completed. Prints each round and the medians.
+Every request writes a request-log row, so this is also the log's insert rate: each build writes its own
+SQLite file, or with `--db postgresql` its own new schema in the tests' PostgreSQL database (upgraded by
+that build's `quasar db upgrade`, dropped after).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.gateway import KEY, MESSAGES, WORK, process, quasar_config, wrk  # noqa: E402
 from tests.server import free_port  # noqa: E402
+from tests.store_support import pg_schema  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -48,6 +52,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     parser.add_argument("--mode", choices=["json", "stream"], default="json")
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="gateway-ab-", dir=WORK))
@@ -75,6 +80,10 @@ def main() -> None:
                 str(tmp / "quasar.yaml"),
             ]
             env = {"QUASAR_API_KEYS": KEY, "PYTHONPATH": str(src), "QUASAR_DATABASE_URL": f"sqlite:///{home}/q.db"}
+            if args.db == "postgresql":
+                env["QUASAR_DATABASE_URL"] = stack.enter_context(pg_schema())
+                upgrade = [sys.executable, "-m", "quasar.cli", "db", "upgrade"]
+                subprocess.run(upgrade, env={**os.environ, **env}, check=True, capture_output=True)
             proc = stack.enter_context(process(cmd, port, home / "server.log", env))
             servers[name] = (proc, f"http://127.0.0.1:{port}/v1/chat/completions")
         time.sleep(2)

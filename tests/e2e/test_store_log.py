@@ -142,7 +142,7 @@ def test_reading_back_through_the_api_and_cli(store_server: Running) -> None:
     usage = httpx.get(f"{store_server.v1}/usage", params={"group_by": "customer"}, headers=admin_headers()).json()
     mine = next(r for r in usage["data"] if r["customer"] == customer)
     assert mine["requests"] == 1 and mine["cost"] == pytest.approx(one["cost"]) and mine["errors"] == 0
-    assert mine["p50_latency_ms"] == pytest.approx(one["latency_ms"])
+    assert mine["p50_latency_ms"] == pytest.approx(one["latency_ms"], rel=0.0906)  # the bins' bound, docs/api.md
     by_model = httpx.get(f"{store_server.v1}/usage", params={"group_by": "model"}, headers=admin_headers()).json()
     assert any(r["model"] == "spark" and r["requests"] >= 1 for r in by_model["data"])
     future = httpx.get(f"{store_server.v1}/usage", params={"from": "2100-01-01T00:00:00"}, headers=admin_headers())

@@ -23,7 +23,7 @@ import sqlalchemy
 from quasar.store.database import create_engine, parse_database_url
 from quasar.store.logs import SqliteLog, insert_rows
 from quasar.store.rows import refused, sanitise
-from quasar.store.schema import request_log
+from quasar.store.schema import request_log, usage_rollup
 from quasar.store.spool import Spool
 from quasar.store.writer import LogWriter
 from tests.store_support import cli, log_rows, pg_schema
@@ -88,6 +88,7 @@ def sqlite_db(tmp_path: Path) -> Path:
     path = tmp_path / "log.db"
     engine = sqlalchemy.create_engine(f"sqlite:///{path}")
     request_log.create(engine)
+    usage_rollup.create(engine)  # the writer adds each batch to the usage rollups in its transaction
     engine.dispose()
     return path
 

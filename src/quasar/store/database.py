@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from quasar.errors import ConfigError
+from quasar.store.rollup_sql import register_sqlite
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -81,9 +82,11 @@ def _json_dumps(value: Any) -> str:
 
 
 def sqlite_pragmas(dbapi_connection: Any) -> None:
-    """WAL, normal sync and a 30 s busy wait, on every SQLite connection Quasar opens."""
+    """WAL, normal sync, a 30 s busy wait and the rollups' quasar_hist_add, on every SQLite connection Quasar
+    opens."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+    register_sqlite(dbapi_connection)

@@ -53,16 +53,18 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         return await conn.run_sync(_current)
 
 
-async def upgrade(engine: AsyncEngine) -> tuple[str | None, str]:
-    """Apply every migration the database lacks; (revision before, revision after)."""
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> tuple[str | None, str]:
+    """Apply every migration the database lacks, up to `revision` (benchmarks and tests stop short of the
+    head to fill an older schema); (revision before, revision after)."""
     async with engine.begin() as conn:
         before, target, known = await conn.run_sync(_known)
         if not known:
             raise SchemaMismatch(_newer(before, target))
+        target = target if revision == "head" else revision
         if before != target:
             doing = f"quasar: migrating the database from {before or 'empty'} to revision {target}"
             with step(doing, f"quasar: database migrated to revision {target}"):
-                await conn.run_sync(lambda c: command.upgrade(_config(c), "head"))
+                await conn.run_sync(lambda c: command.upgrade(_config(c), target))
     return before, target
 
 

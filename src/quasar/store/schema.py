@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
 metadata = MetaData()
 
@@ -59,6 +72,29 @@ request_log = Table(
     Index("ix_request_log_key_id", "key_id", "created"),
     Index("ix_request_log_customer", "customer_identifier", "created"),
     Index("ix_request_log_model", "model", "created"),
+)
+
+# Usage rolled up as log rows are written (store/rollup.py): one row per grouping, span, bucket and group.
+usage_rollup = Table(
+    "usage_rollup",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("grouping", String(16), nullable=False),
+    Column("span", Integer, nullable=False),
+    Column("bucket", BigInteger, nullable=False),
+    Column("model", String(256)),
+    Column("key_id", String(64)),
+    Column("customer_identifier", String(256)),
+    Column("requests", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("latency_bins", LargeBinary, nullable=False),
+    Column("ttft_bins", LargeBinary, nullable=False),
+    Index("ix_usage_rollup_bucket", "grouping", "span", "bucket"),
+    Index("ix_usage_rollup_key", "key_id", "grouping", "span", "bucket"),
 )
 
 # Responses API conversations (store/responses.py): `input` is the conversation up to this answer,

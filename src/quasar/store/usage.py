@@ -1,64 +1,239 @@
-"""Usage by model, key or customer over a time range: requests, tokens, cost, errors, p50/p95 latency."""
+"""Usage by model, key or customer over a time range, and per time bucket: requests, tokens, cost, errors,
+p50/p95 latency and time to first token.
+
+Read from the usage rollups (store/rollup.py) wherever they hold what a query asks: a range is cut into
+whole days, whole hours at its ends, and the rows of the request log itself for the parts of an hour
+left at each end (`pieces`). A query the rollups cannot answer (a `status` filter, minute buckets, a
+customer together with a key or a model) reads the request log. Either way the percentiles are those
+of rollup.py's bins, so an answer does not depend on where it was read from.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
-from sqlalchemy import Integer, case, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+import numpy as np
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from quasar.store import rollup
 from quasar.store.logs import LogFilter
-from quasar.store.schema import request_log
+from quasar.store.schema import request_log, usage_rollup
 
 GROUPS = {"model": "model", "key": "key_id", "customer": "customer_identifier"}
+BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
+_FILTERED = ("model", "key_id", "customer_identifier")
+# requests, prompt_tokens, cached_tokens, completion_tokens, cost, errors: the columns of _Sums.scalars
+_LOG_SCALARS = 6
 
 
-def percentile(values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile of sorted values."""
-    if not values:
+def grouping_for(where: LogFilter, group_by: str | None) -> str | None:
+    """The rollup grouping that holds every column the query filters or groups by; None if none does."""
+    if where.status is not None:
         return None
-    rank = max(int(-(-fraction * len(values) // 1)) - 1, 0)
-    return values[min(rank, len(values) - 1)]
+    used = {GROUPS[group_by]} if group_by else set()
+    used |= {name for name in _FILTERED if getattr(where, name) is not None}
+    for grouping, columns in rollup.GROUPINGS.items():  # the smallest first
+        if used <= set(columns):
+            return grouping
+    return None
+
+
+def pieces(since: float, until: float, spans: tuple[int, ...]) -> list[tuple[int, float, float]]:
+    """[since, until) cut into (span, start, end): whole buckets of the largest span that fits, then of
+    the next at the two ends, and what is left (span 0) read from the request log. Infinite ends stay."""
+    if not since < until:
+        return []
+    if not spans:
+        return [(0, since, until)]
+    span, smaller = spans[0], spans[1:]
+    start = since if math.isinf(since) else math.ceil(since / span) * span
+    end = until if math.isinf(until) else math.floor(until / span) * span
+    start += span if start < since else 0  # since / span rounded to a whole number from above
+    end -= span if end > until else 0
+    if not start < end:
+        return pieces(since, until, smaller)
+    return [*pieces(since, start, smaller), (span, start, end), *pieces(end, until, smaller)]
+
+
+class _Sums:
+    """Totals per (time, group): scalars in one array, the two histograms as dense bin counts."""
+
+    def __init__(self, ttft: bool) -> None:
+        self.ttft = ttft  # whether time-to-first-token is wanted (timeseries) or not (usage)
+        self.index: dict[tuple[Any, Any], int] = {}
+        self.parts: list[tuple[np.ndarray, np.ndarray]] = []  # (row -> slot, scalars)
+        self.bins: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"latency": [], "ttft": []}
+        if not ttft:
+            del self.bins["ttft"]
+
+    def slots(self, keys: list[tuple[Any, Any]]) -> np.ndarray:
+        index = self.index
+        return np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.intp, count=len(keys))
+
+    def add(self, slots: np.ndarray, scalars: np.ndarray) -> None:
+        self.parts.append((slots, scalars))
+
+    def add_bins(self, name: str, slots: np.ndarray, bins: np.ndarray, counts: np.ndarray) -> None:
+        self.bins[name].append((slots, bins, counts))
+
+    def add_blobs(self, name: str, slots: np.ndarray, blobs: list[bytes]) -> None:
+        lengths = np.fromiter(map(len, blobs), dtype=np.intp, count=len(blobs)) // rollup.PAIR.itemsize
+        pairs = np.frombuffer(b"".join(blobs), dtype=rollup.PAIR)
+        self.add_bins(name, np.repeat(slots, lengths), pairs["bin"].astype(np.intp), pairs["count"].astype(np.int64))
+
+    def totals(self) -> tuple[list[tuple[Any, Any]], np.ndarray, dict[str, np.ndarray]]:
+        size = len(self.index)
+        scalars = np.zeros((size, _LOG_SCALARS))
+        for slots, values in self.parts:
+            for column in range(_LOG_SCALARS):
+                scalars[:, column] += np.bincount(slots, weights=values[:, column], minlength=size)
+        hists = {}
+        for name, parts in self.bins.items():
+            flat = np.zeros(size * rollup.BINS, dtype=np.int64)
+            for slots, bins, counts in parts:
+                flat += np.bincount(slots * rollup.BINS + bins, weights=counts, minlength=size * rollup.BINS).astype(
+                    np.int64
+                )
+            hists[name] = flat.reshape(size, rollup.BINS)
+        return list(self.index), scalars, hists
+
+
+async def _from_rollups(
+    conn: AsyncConnection, sums: _Sums, grouping: str, piece: tuple[int, float, float], where: LogFilter,
+    group: str | None, size: int | None,
+) -> None:  # fmt: skip
+    span, start, end = piece
+    r = usage_rollup.c
+    hists = [r.latency_bins, r.ttft_bins] if sums.ttft else [r.latency_bins]
+    query = select(
+        r.bucket, r[group] if group else r.span, r.requests, r.prompt_tokens, r.cached_tokens, r.completion_tokens,
+        r.cost, r.errors, *hists,
+    ).where(r.grouping == grouping, r.span == span)  # fmt: skip
+    if not math.isinf(start):
+        query = query.where(r.bucket >= int(start))
+    if not math.isinf(end):
+        query = query.where(r.bucket < int(end))
+    for name in _FILTERED:
+        if (value := getattr(where, name)) is not None:
+            query = query.where(r[name] == value)
+    rows = (await conn.execute(query)).all()
+    if not rows:
+        return
+    columns = list(zip(*rows, strict=True))
+    times = [t // size * size for t in columns[0]] if size else [None] * len(rows)
+    slots = sums.slots(list(zip(times, columns[1] if group else [None] * len(rows), strict=True)))
+    sums.add(slots, np.array(columns[2:8], dtype=np.float64).T)
+    sums.add_blobs("latency", slots, columns[8])
+    if sums.ttft:
+        sums.add_blobs("ttft", slots, columns[9])
+
+
+async def _from_log(
+    conn: AsyncConnection, sums: _Sums, piece: tuple[int, float, float], where: LogFilter, group: str | None,
+    size: int | None,
+) -> None:  # fmt: skip
+    _, start, end = piece
+    c = request_log.c
+    bounded = dataclasses.replace(
+        where, since=None if math.isinf(start) else start, until=None if math.isinf(end) else end
+    )
+    query: Select = bounded.apply(
+        select(
+            c.created, c[group] if group else c.attempts, c.prompt_tokens, c.cached_tokens, c.completion_tokens,
+            c.cost, c.status, c.latency_ms, c.ttft_ms,
+        )
+    )  # fmt: skip
+    rows = (await conn.execute(query)).all()
+    if not rows:
+        return
+    keys = [(int(row[0] // size) * size if size else None, row[1] if group else None) for row in rows]
+    slots = sums.slots(keys)
+    scalars = np.array(
+        [(1, row[2] or 0, row[3] or 0, row[4] or 0, row[5] or 0.0, row[6] != "ok") for row in rows], dtype=np.float64
+    )
+    sums.add(slots, scalars)
+    ones = np.ones(len(rows), dtype=np.int64)
+    latency = np.array([row[7] for row in rows], dtype=np.float64)
+    sums.add_bins("latency", slots, rollup.bins_of(latency), ones)
+    if sums.ttft:
+        ttft = np.array([np.nan if row[8] is None else row[8] for row in rows], dtype=np.float64)
+        streamed = ~np.isnan(ttft)
+        sums.add_bins("ttft", slots[streamed], rollup.bins_of(ttft[streamed]), ones[streamed])
+
+
+async def _gather(
+    engine: AsyncEngine, where: LogFilter, group_by: str | None, size: int | None
+) -> tuple[list[tuple[Any, Any]], Any, dict[str, np.ndarray]]:
+    """Totals per (bucket start or None, group or None) of the rows `where` selects."""
+    group = GROUPS[group_by] if group_by else None
+    grouping = grouping_for(where, group_by)
+    since = -math.inf if where.since is None else where.since
+    until = math.inf if where.until is None else where.until
+    spans = () if grouping is None else tuple(s for s in rollup.SPANS if size is None or s <= size and size % s == 0)
+    sums = _Sums(ttft=size is not None)
+    async with engine.connect() as conn:
+        for piece in pieces(since, until, spans):
+            if piece[0] == 0:
+                await _from_log(conn, sums, piece, where, group, size)
+            else:
+                assert grouping is not None
+                await _from_rollups(conn, sums, grouping, piece, where, group, size)
+    return sums.totals()
+
+
+def _numbers(values: list[float]) -> dict[str, Any]:
+    requests, prompt, cached, completion, cost, errors = values
+    return {
+        "requests": int(requests),
+        "prompt_tokens": int(prompt),
+        "cached_tokens": int(cached),
+        "completion_tokens": int(completion),
+        "total_tokens": int(prompt) + int(completion),
+        "cost": float(cost),
+        "errors": int(errors),
+    }
 
 
 async def usage(engine: AsyncEngine, group_by: str, where: LogFilter) -> list[dict[str, Any]]:
-    c = request_log.c
-    column = c[GROUPS[group_by]]
-    totals = where.apply(
-        select(
-            column.label("group"),
-            func.count().label("requests"),
-            func.coalesce(func.sum(c.prompt_tokens), 0).label("prompt_tokens"),
-            func.coalesce(func.sum(c.cached_tokens), 0).label("cached_tokens"),
-            func.coalesce(func.sum(c.completion_tokens), 0).label("completion_tokens"),
-            func.coalesce(func.sum(c.cost), 0.0).label("cost"),
-            func.sum(case((c.status != "ok", 1), else_=0).cast(Integer)).label("errors"),
-        )
-    ).group_by(column)
-    latencies = where.apply(select(column.label("group"), c.latency_ms)).order_by(column, c.latency_ms)
-    async with engine.connect() as conn:
-        rows = (await conn.execute(totals)).mappings().all()
-        by_group: dict[Any, list[float]] = {}
-        for group, latency in (await conn.execute(latencies)).all():
-            by_group.setdefault(group, []).append(float(latency))
+    """One row per group over the range `where` selects, most requests first."""
+    keys, scalars, hists = await _gather(engine, where, group_by, None)
+    p50, p95 = (rollup.percentiles(hists["latency"], f) for f in (0.5, 0.95))
+    scalars = scalars.tolist()
     out = []
-    for row in rows:
-        values = by_group.get(row["group"], [])
+    for slot, (_, group) in enumerate(keys):
         out.append(
-            {
-                group_by: row["group"],
-                "requests": int(row["requests"]),
-                "prompt_tokens": int(row["prompt_tokens"]),
-                "cached_tokens": int(row["cached_tokens"]),
-                "completion_tokens": int(row["completion_tokens"]),
-                "total_tokens": int(row["prompt_tokens"]) + int(row["completion_tokens"]),
-                "cost": float(row["cost"]),
-                "errors": int(row["errors"] or 0),
-                "p50_latency_ms": percentile(values, 0.5),
-                "p95_latency_ms": percentile(values, 0.95),
-            }
+            {group_by: group, **_numbers(scalars[slot]), "p50_latency_ms": p50[slot], "p95_latency_ms": p95[slot]}
         )
     out.sort(key=lambda r: (-r["requests"], str(r[group_by])))
+    return out
+
+
+async def timeseries(engine: AsyncEngine, bucket: str, group_by: str | None, where: LogFilter) -> list[dict[str, Any]]:
+    """Per time bucket (and per group when `group_by` is set): requests, tokens, cost, errors, and the
+    p50/p95 of latency and time to first token. Oldest bucket first."""
+    keys, scalars, hists = await _gather(engine, where, group_by, BUCKETS[bucket])
+    lat50, lat95 = (rollup.percentiles(hists["latency"], f) for f in (0.5, 0.95))
+    ttft50, ttft95 = (rollup.percentiles(hists["ttft"], f) for f in (0.5, 0.95))
+    scalars = scalars.tolist()
+    out = []
+    for slot, (start, group) in enumerate(keys):
+        numbers = _numbers(scalars[slot])
+        del numbers["cached_tokens"]
+        out.append(
+            {
+                "time": start,
+                "group": group,
+                **numbers,
+                "p50_latency_ms": lat50[slot],
+                "p95_latency_ms": lat95[slot],
+                "p50_ttft_ms": ttft50[slot],
+                "p95_ttft_ms": ttft95[slot],
+            }
+        )
+    out.sort(key=lambda r: (r["time"], str(r["group"])))
     return out
 
 
@@ -69,66 +244,3 @@ async def spent_since(engine: AsyncEngine, by: str, since: float) -> dict[str, f
     query = select(column, func.sum(c.cost)).where(c.created >= since, column.is_not(None)).group_by(column)
     async with engine.connect() as conn:
         return {str(group): float(total or 0) for group, total in (await conn.execute(query)).all()}
-
-
-BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
-
-
-def _bucket_start(engine: AsyncEngine, size: int) -> Any:
-    """The start (epoch seconds) of the bucket each row falls in. SQLite's CAST truncates, which for
-    times after 1970 is floor; PostgreSQL's CAST rounds, so it gets floor()."""
-    c = request_log.c
-    if engine.dialect.name == "postgresql":
-        return func.floor(c.created / size) * size
-    return (c.created / size).cast(Integer) * size
-
-
-async def timeseries(engine: AsyncEngine, bucket: str, group_by: str | None, where: LogFilter) -> list[dict[str, Any]]:
-    """Per time bucket (and per group when `group_by` is set): requests, tokens, cost, errors, and the
-    p50/p95 of latency and time to first token. Oldest bucket first."""
-    c = request_log.c
-    start = _bucket_start(engine, BUCKETS[bucket]).label("time")
-    column = c[GROUPS[group_by]].label("group") if group_by else None
-    keys = [start] if column is None else [start, column]
-    totals = where.apply(
-        select(
-            *keys,
-            func.count().label("requests"),
-            func.coalesce(func.sum(c.prompt_tokens), 0).label("prompt_tokens"),
-            func.coalesce(func.sum(c.completion_tokens), 0).label("completion_tokens"),
-            func.coalesce(func.sum(c.cost), 0.0).label("cost"),
-            func.sum(case((c.status != "ok", 1), else_=0).cast(Integer)).label("errors"),
-        )
-    ).group_by(*keys)
-    samples = where.apply(select(*keys, c.latency_ms, c.ttft_ms))
-    latency: dict[tuple[Any, ...], list[float]] = {}
-    ttft: dict[tuple[Any, ...], list[float]] = {}
-    async with engine.connect() as conn:
-        rows = (await conn.execute(totals)).mappings().all()
-        for *key, lat, first in (await conn.execute(samples)).all():
-            ident = (int(key[0]), key[1] if column is not None else None)
-            latency.setdefault(ident, []).append(float(lat))
-            if first is not None:
-                ttft.setdefault(ident, []).append(float(first))
-    out = []
-    for row in rows:
-        ident = (int(row["time"]), row["group"] if column is not None else None)
-        lat, first = sorted(latency.get(ident, [])), sorted(ttft.get(ident, []))
-        out.append(
-            {
-                "time": ident[0],
-                "group": ident[1],
-                "requests": int(row["requests"]),
-                "prompt_tokens": int(row["prompt_tokens"]),
-                "completion_tokens": int(row["completion_tokens"]),
-                "total_tokens": int(row["prompt_tokens"]) + int(row["completion_tokens"]),
-                "cost": float(row["cost"]),
-                "errors": int(row["errors"] or 0),
-                "p50_latency_ms": percentile(lat, 0.5),
-                "p95_latency_ms": percentile(lat, 0.95),
-                "p50_ttft_ms": percentile(first, 0.5),
-                "p95_ttft_ms": percentile(first, 0.95),
-            }
-        )
-    out.sort(key=lambda r: (r["time"], str(r["group"])))
-    return out

@@ -20,6 +20,41 @@ from quasar.timeparse import parse_time
 
 router = APIRouter(prefix="/v1")
 
+STATUSES = ("ok", "error", "truncated", "cancelled")
+MAX_PAGE = 200
+MAX_BUCKETS = 5000
+
+
+def _parameter(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+# The query parameters as /openapi.json shows them; the handlers read and check them (400 naming each).
+_TIME = {"anyOf": [{"type": "number"}, {"type": "string"}]}
+_RANGE = [
+    _parameter("from", _TIME, "Rows created at or after: epoch seconds or ISO 8601 (local time without a zone)."),
+    _parameter("to", _TIME, "Rows created before: epoch seconds or ISO 8601 (local time without a zone)."),
+]
+_FILTERS = [
+    _parameter("model", {"type": "string"}, "Only this model's rows."),
+    _parameter("key", {"type": "string"}, "Only this key id's rows (a managed key may name only its own)."),
+    _parameter("customer", {"type": "string"}, "Only this customer_identifier's rows."),
+    _parameter("status", {"type": "string", "enum": list(STATUSES)}, "Only rows that ended so."),
+    *_RANGE,
+]
+_GROUP_BY = {"type": "string", "enum": list(GROUPS)}
+REQUESTS_PARAMETERS = [
+    *_FILTERS,
+    _parameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50}, "Rows per page."),
+    _parameter("cursor", {"type": "string"}, "The next_cursor of the previous page."),
+]
+USAGE_PARAMETERS = [_parameter("group_by", {**_GROUP_BY, "default": "model"}, "One row per this."), *_RANGE]
+TIMESERIES_PARAMETERS = [
+    _parameter("bucket", {"type": "string", "enum": list(BUCKETS), "default": "hour"}, "The time bucket."),
+    _parameter("group_by", _GROUP_BY, "One row per bucket and this; none: one row per bucket."),
+    *_FILTERS,
+]
+
 
 async def _caller(request: Request) -> Principal:
     return await request.app.state.keys.authenticate(request.headers.get("authorization"))
@@ -65,7 +100,11 @@ def _time(request: Request, name: str) -> float | None:
     return parse_time(request.query_params.get(name), name)
 
 
-@router.get("/usage", summary="Requests, tokens, cost, errors and latency by model, key or customer")
+@router.get(
+    "/usage",
+    summary="Requests, tokens, cost, errors and latency by model, key or customer",
+    openapi_extra={"parameters": USAGE_PARAMETERS},
+)
 async def get_usage(request: Request) -> Response:
     principal = await _caller(request)
     group_by = request.query_params.get("group_by", "model")
@@ -78,11 +117,6 @@ async def get_usage(request: Request) -> Response:
     )
     data = await usage(request.app.state.store.engine, group_by, where)
     return JSON({"object": "list", "group_by": group_by, "data": data})
-
-
-STATUSES = ("ok", "error", "truncated", "cancelled")
-MAX_PAGE = 200
-MAX_BUCKETS = 5000
 
 
 def _choice(request: Request, name: str, allowed: tuple[str, ...] | dict, default: str | None) -> str | None:
@@ -120,7 +154,11 @@ def _limit(request: Request) -> int:
     return int(text)
 
 
-@router.get("/requests", summary="A page of the request log, newest first, with filters")
+@router.get(
+    "/requests",
+    summary="A page of the request log, newest first, with filters",
+    openapi_extra={"parameters": REQUESTS_PARAMETERS},
+)
 async def list_requests(request: Request) -> Response:
     principal = await _caller(request)
     where, limit = _filter(request, principal), _limit(request)
@@ -136,7 +174,11 @@ async def list_requests(request: Request) -> Response:
     return JSON({"object": "list", "data": rows, "has_more": more, "next_cursor": next_cursor})
 
 
-@router.get("/usage/timeseries", summary="Usage per minute, hour or day, optionally by model, key or customer")
+@router.get(
+    "/usage/timeseries",
+    summary="Usage per minute, hour or day, optionally by model, key or customer",
+    openapi_extra={"parameters": TIMESERIES_PARAMETERS},
+)
 async def get_timeseries(request: Request) -> Response:
     principal = await _caller(request)
     bucket = _choice(request, "bucket", BUCKETS, "hour")

@@ -30,6 +30,31 @@
   $("#model").addEventListener("change", (e) => localStorage.setItem("quasar.model", e.target.value));
   keyInput.addEventListener("change", loadModels);
 
+  // The tools field as the request's `tools`: null when empty; a ToolsError (shown, nothing sent) when it
+  // is not a JSON array.
+  class ToolsError extends Error {}
+  function tools() {
+    const text = $("#p-tools").value.trim();
+    if (!text) return null;
+    let value;
+    try { value = JSON.parse(text); } catch (err) { throw new ToolsError(`tools: not valid JSON (${err.message})`); }
+    if (!Array.isArray(value)) throw new ToolsError("tools: give a JSON array of tools");
+    return value;
+  }
+
+  // tool_choice offers auto, none, required and each function of the tools field by name.
+  function toolChoices() {
+    const select = $("#p-tool_choice");
+    let names = [];
+    try { names = (tools() || []).map((t) => t && t.function && t.function.name).filter((n) => typeof n === "string"); } catch { /* shown on send */ }
+    const chosen = select.value;
+    const fixed = ["", "auto", "none", "required"].map((v) => el("option", { value: v }, v || "default"));
+    const named = names.map((n) => el("option", { value: "function:" + n }, n));
+    select.replaceChildren(...fixed, ...named);
+    if ([...select.options].some((o) => o.value === chosen)) select.value = chosen;
+  }
+  $("#p-tools").addEventListener("input", toolChoices);
+
   function parameters() {
     const out = {};
     for (const name of NUMBERS) {
@@ -39,6 +64,11 @@
     const stop = $("#p-stop").value.split(",").map((s) => s.trim()).filter(Boolean);
     if (stop.length) out.stop = stop.length === 1 ? stop[0] : stop;
     if ($("#p-json").checked) out.response_format = { type: "json_object" };
+    const listed = tools();
+    if (listed) out.tools = listed;
+    const choice = $("#p-tool_choice").value;
+    if (choice.startsWith("function:")) out.tool_choice = { type: "function", function: { name: choice.slice(9) } };
+    else if (choice) out.tool_choice = choice;
     return out;
   }
 
@@ -98,17 +128,41 @@
     return null;
   }
 
+  // A reply's tool calls, under its text: each function's name and its arguments (pretty when they are JSON).
+  function showCalls(out) {
+    let box = out.node.parentNode.querySelector(".tool-calls");
+    if (!box) {
+      box = el("div", { class: "tool-calls" });
+      out.node.parentNode.appendChild(box);
+    }
+    box.replaceChildren(...out.calls.filter(Boolean).map((call) => {
+      let args = call.arguments;
+      try { args = JSON.stringify(JSON.parse(args), null, 2); } catch { /* still arriving, or not JSON */ }
+      return el("div", { class: "tool-call", dataset: { name: call.name } },
+        el("div", { class: "who" }, `Tool call: ${call.name}`), el("pre", {}, el("code", {}, args)));
+    }));
+  }
+
   async function send(text) {
     const user = { role: "user", content: text };
-    const body = { ...requestBody(user), stream: true, stream_options: { include_usage: true } };
     const error = $("#chat-error");
     error.hidden = true;
+    let body;
+    try {
+      body = { ...requestBody(user), stream: true, stream_options: { include_usage: true } };
+    } catch (err) {
+      if (!(err instanceof ToolsError)) throw err;
+      error.textContent = err.message;
+      error.hidden = false;
+      $("#prompt").value = text;  // nothing was sent: the message stays to send again
+      return;
+    }
     bubble("user", "You").textContent = text;
-    const outputs = new Map();  // choice index -> {node, text}
+    const outputs = new Map();  // choice index -> {node, text, calls}
     const output = (index) => {
       if (!outputs.has(index)) {
         const label = body.n > 1 ? `Assistant (choice ${index + 1})` : "Assistant";
-        outputs.set(index, { node: bubble("assistant", label), text: "" });
+        outputs.set(index, { node: bubble("assistant", label), text: "", calls: [] });
       }
       return outputs.get(index);
     };
@@ -136,13 +190,23 @@
         if (chunk.error) throw new Quasar.ApiError(200, chunk);
         if (chunk.usage) usage = chunk.usage;
         for (const choice of chunk.choices || []) {
-          const piece = choice.delta && choice.delta.content;
-          if (!piece) continue;
+          const delta = choice.delta || {};
+          const piece = delta.content;
+          if (!piece && !delta.tool_calls) continue;
           if (first === null) first = performance.now();
           const out = output(choice.index || 0);
           out.node.classList.remove("waiting");
-          out.text += piece;
-          Markdown.render(out.node, out.text);
+          if (piece) {
+            out.text += piece;
+            Markdown.render(out.node, out.text);
+          }
+          for (const part of delta.tool_calls || []) {
+            const call = out.calls[part.index || 0] || (out.calls[part.index || 0] = { id: "", name: "", arguments: "" });
+            if (part.id) call.id = part.id;
+            if (part.function && part.function.name) call.name += part.function.name;
+            if (part.function && part.function.arguments) call.arguments += part.function.arguments;
+          }
+          if (delta.tool_calls) showCalls(out);
         }
       }
     } catch (err) {
@@ -156,6 +220,7 @@
     }
     const reply = outputs.get(0);
     history.push(user);
+    // A reply that called tools is kept as its text only: the next message goes on without tool results.
     if (reply && reply.text) history.push({ role: "assistant", content: reply.text });
     const done = performance.now();
     const tokens = usage ? usage.completion_tokens : null;
@@ -201,7 +266,14 @@
   function code(lang) {
     // The conversation with the draft in the box; an empty one gets seed 000's example question.
     const draft = $("#prompt").value.trim() || (history.length ? "" : "How many days are in a year?");
-    const body = requestBody(draft ? { role: "user", content: draft } : null);
+    let body;
+    try {
+      body = requestBody(draft ? { role: "user", content: draft } : null);
+    } catch (err) {
+      if (err instanceof ToolsError) return err.message;
+      throw err;
+    }
+    const calls = Boolean(body.tools);  // a reply may then be tool calls instead of text
     const base = location.origin + "/v1";
     if (lang === "curl") {
       const json = JSON.stringify(body, null, 2).replace(/'/g, "'\\''");
@@ -222,7 +294,8 @@
         "completion = client.chat.completions.create(",
         ...args,
         ")",
-        "print(completion.choices[0].message.content)",
+        calls ? "message = completion.choices[0].message\nprint(message.tool_calls or message.content)"
+          : "print(completion.choices[0].message.content)",
       ].join("\n");
     }
     const fields = JSON.stringify({ messages: msgs, model, ...rest }, null, 2).slice(1, -1).trim();
@@ -237,7 +310,8 @@
       "const completion = await openai.chat.completions.create({",
       "  " + fields,
       "});",
-      "console.log(completion.choices[0].message.content);",
+      calls ? "const message = completion.choices[0].message;\nconsole.log(message.tool_calls ?? message.content);"
+        : "console.log(completion.choices[0].message.content);",
     ].join("\n");
   }
 
@@ -251,5 +325,6 @@
   $("#code-close").addEventListener("click", () => $("#code-dialog").close());
   for (const b of document.querySelectorAll(".tabs [data-lang]")) b.addEventListener("click", () => showCode(b.dataset.lang));
 
+  toolChoices();
   loadModels();
 })();

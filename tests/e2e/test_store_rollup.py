@@ -1,0 +1,132 @@
+"""Usage rollups in the database: migration 0003 rolls up the rows an older Quasar logged, and writers that
+share a database (replicas on one PostgreSQL, processes on one SQLite file) add to the same rollup rows
+at once without losing a count."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from sqlalchemy import insert, select
+
+from quasar.config import StoreConfig
+from quasar.ids import sortable_id
+from quasar.store import Store, migrate, rollup
+from quasar.store.database import create_engine, parse_database_url
+from quasar.store.schema import request_log, usage_rollup
+from tests.server import quasar_server
+from tests.store_support import MASTER, cli, pg_schema, tmp_sqlite_url
+
+# The server only reads the store here; its one model points nowhere.
+NOWHERE = """models:
+  - name: spark
+    deployments:
+      - {engine: openai, provider: none, base_url: "http://127.0.0.1:9/v1", api_key: unused}
+"""
+BIN_ERROR = 0.0906  # docs/api.md
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest) -> Iterator[str]:
+    with contextlib.ExitStack() as stack:
+        yield tmp_sqlite_url() if request.param == "sqlite" else stack.enter_context(pg_schema())
+
+
+def log_rows(count: int, now: float, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        rows.append(
+            {
+                "id": sortable_id(), "request_id": f"req-{seed}-{i}", "created": now - rng.random() * 3 * 86400,
+                "key_id": f"key-{i % 3}", "customer_identifier": rng.choice([None, "acme", "globex"]),
+                "metadata": None, "model": rng.choice(["spark", "radiance"]), "deployment": "d", "provider": "p",
+                "status": "error" if i % 11 == 0 else "ok", "http_status": 200, "error": None,
+                "prompt_tokens": rng.randint(1, 900), "cached_tokens": 0, "completion_tokens": rng.randint(1, 300),
+                "cost": rng.random() / 100, "price_version": None, "latency_ms": rng.lognormvariate(5, 1),
+                "ttft_ms": rng.lognormvariate(3, 1) if i % 2 else None, "routing_ms": 0.1, "attempts": 1,
+                "cache_hit": False, "stream": bool(i % 2), "messages": None, "reply": None, "trace": None,
+            }
+        )  # fmt: skip
+    return rows
+
+
+async def fill_at_0002(url: str, rows: list[dict[str, Any]]) -> None:
+    """The database as Quasar before 0003 left it: schema 0002, rows logged, no rollups."""
+    engine = create_engine(parse_database_url(url))
+    try:
+        await migrate.upgrade(engine, "0002")
+        async with engine.begin() as conn:
+            await conn.execute(insert(request_log), rows)
+    finally:
+        await engine.dispose()
+
+
+def nearest_rank(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(math.ceil(fraction * len(ordered)), 1) - 1]
+
+
+def test_upgrade_rolls_up_the_rows_already_logged(url: str) -> None:
+    now = time.time()
+    rows = log_rows(600, now, seed=1)
+    asyncio.run(fill_at_0002(url, rows))
+    env = {"QUASAR_DATABASE_URL": url, "QUASAR_MASTER_KEY": MASTER}
+    assert "to revision 0003" in cli("db", "upgrade", env=env).stdout
+    since = now - 2.5 * 86400  # whole days and hours from the rollups, the ends from the log
+    kept = [r for r in rows if r["created"] >= since]
+    with quasar_server(NOWHERE, env=env) as running:
+        params = {"group_by": "model", "from": since}
+        answer = httpx.get(f"{running.url}/v1/usage", params=params, headers={"Authorization": f"Bearer {MASTER}"})
+    got = {d["model"]: d for d in answer.json()["data"]}
+    assert set(got) == {"spark", "radiance"}
+    for model, data in got.items():
+        mine = [r for r in kept if r["model"] == model]
+        assert data["requests"] == len(mine)
+        assert data["prompt_tokens"] == sum(r["prompt_tokens"] for r in mine)
+        assert data["cost"] == pytest.approx(sum(r["cost"] for r in mine))
+        assert data["errors"] == sum(r["status"] != "ok" for r in mine)
+        latencies = [r["latency_ms"] for r in mine]
+        assert data["p95_latency_ms"] == pytest.approx(nearest_rank(latencies, 0.95), rel=BIN_ERROR)
+
+
+async def write_at_once(url: str, batches: list[list[dict[str, Any]]]) -> list[tuple[Any, ...]]:
+    """Each batch written by its own store (its own engine, like a replica), all at the same time, each
+    batch twice (a retry after a lost answer); then the stored rollups."""
+    stores = [Store(StoreConfig(url=url)) for _ in batches]
+    try:
+        await stores[0].open()  # upgrades SQLite; PostgreSQL was upgraded by the test
+        for store in stores[1:]:
+            await store.open()
+        inserts = [store.writer.insert for store in stores]
+        for _ in range(2):
+            await asyncio.gather(*(insert(batch) for insert, batch in zip(inserts, batches, strict=True)))
+        async with stores[0].engine.connect() as conn:
+            stored = (await conn.execute(select(usage_rollup).order_by(usage_rollup.c.id))).all()
+    finally:
+        for store in stores:
+            await store.close()
+    return [tuple(row) for row in stored]
+
+
+def test_writers_sharing_a_database_add_up(url: str) -> None:
+    if url.startswith("postgresql"):
+        cli("db", "upgrade", env={"QUASAR_DATABASE_URL": url})
+    now = time.time()
+    batches = [log_rows(150, now, seed=s) for s in range(4)]  # the same hours, days and groups in each
+    stored = asyncio.run(write_at_once(url, batches))
+    expected = rollup.rollups([row for batch in batches for row in batch])
+    columns = [c.name for c in usage_rollup.columns]
+    got = [dict(zip(columns, row, strict=True)) for row in stored]
+    assert [r["id"] for r in got] == [r["id"] for r in expected]
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine["requests"] == theirs["requests"] and mine["prompt_tokens"] == theirs["prompt_tokens"]
+        assert mine["cost"] == pytest.approx(theirs["cost"])
+        assert bytes(mine["latency_bins"]) == theirs["latency_bins"] and bytes(mine["ttft_bins"]) == theirs["ttft_bins"]

@@ -1,0 +1,119 @@
+"""The usage rollups' arithmetic: bins and their error bound, histogram sums, a batch's rollup rows, and
+how a range is cut into whole days, hours and the log's own rows."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from quasar.store import rollup
+from quasar.store.usage import pieces
+
+
+def nearest_rank(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(math.ceil(fraction * len(ordered)), 1) - 1]
+
+
+def dense(values: list[float]) -> np.ndarray:
+    return np.bincount([rollup.bin_of(v) for v in values], minlength=rollup.BINS)
+
+
+@given(
+    st.lists(st.floats(min_value=1.0, max_value=2.0**20 - 1), min_size=1, max_size=200), st.sampled_from([0.5, 0.95])
+)
+def test_a_percentile_is_within_the_bound_of_the_rows_own(values: list[float], fraction: float) -> None:
+    true = nearest_rank(values, fraction)
+    estimate = rollup.percentile(dense(values), fraction)
+    assert estimate is not None
+    assert abs(estimate - true) <= rollup.ERROR_BOUND * true * (1 + 1e-9)
+
+
+def test_the_bound_is_what_docs_api_md_states() -> None:
+    assert 0.0905 < rollup.ERROR_BOUND < 0.0906
+
+
+def test_values_off_the_scale() -> None:
+    assert rollup.percentile(dense([0.2, 0.0, -5.0]), 0.5) == 0.5
+    assert rollup.percentile(dense([2.0**21]), 0.5) == rollup.TOP_MS
+    assert rollup.percentile(np.zeros(rollup.BINS, dtype=np.int64), 0.5) is None
+    assert [rollup.bin_of(v) for v in (None, "x", float("nan"), float("inf"))] == [0, 0, 0, rollup.BINS - 1]
+
+
+def test_the_vector_bins_are_the_scalar_ones() -> None:
+    rng = random.Random(3)
+    values = [rng.lognormvariate(4, 3) for _ in range(5000)] + [2.0 ** (k / 4) for k in range(-8, 90)]
+    assert rollup.bins_of(np.array(values)).tolist() == [rollup.bin_of(v) for v in values]
+
+
+def test_histograms_add_as_their_counts() -> None:
+    a, b = {1: 3, 40: 2**32 - 2}, {40: 5, 81: 1}
+    total = rollup.decode(rollup.add(rollup.encode(a), rollup.encode(b)))
+    assert total[1] == 3 and total[40] == 2**32 - 1 and total[81] == 1  # a count stops at 2^32-1
+    assert rollup.add(None, rollup.encode(a)) == rollup.encode(a) and rollup.add(None, None) == b""
+    assert len(rollup.encode(a)) == 2 * rollup.PAIR.itemsize  # empty bins take no room
+
+
+def row(created: float, **extra: object) -> dict[str, object]:
+    base = {
+        "created": created, "model": "m", "key_id": "k", "customer_identifier": "c", "status": "ok",
+        "prompt_tokens": 10, "cached_tokens": 2, "completion_tokens": 5, "cost": 0.5, "latency_ms": 100.0,
+        "ttft_ms": None,
+    }  # fmt: skip
+    return {**base, **extra}
+
+
+def test_a_batch_rolls_up_per_grouping_span_and_bucket() -> None:
+    day = 86400 * 20000
+    rows = [row(day + 10), row(day + 3599, status="error", ttft_ms=20.0), row(day + 3600, model="n")]
+    made = rollup.rollups(rows)
+    assert [r["id"] for r in made] == sorted(r["id"] for r in made)
+    by = {(r["grouping"], r["span"], r["bucket"], r["model"]): r for r in made}
+    first_hour = by["model", 3600, day, "m"]
+    assert (first_hour["requests"], first_hour["errors"], first_hour["prompt_tokens"], first_hour["cost"]) == (
+        2,
+        1,
+        20,
+        1.0,
+    )
+    assert rollup.decode(first_hour["ttft_bins"]).sum() == 1 and rollup.decode(first_hour["latency_bins"]).sum() == 2
+    assert by["model", 3600, day + 3600, "n"]["requests"] == 1
+    assert by["key", 86400, day, "n"]["key_id"] == "k" and by["key", 86400, day, "n"]["customer_identifier"] is None
+    customer_day = [r for r in made if r["grouping"] == "customer" and r["span"] == 86400]
+    assert len(customer_day) == 1 and customer_day[0]["requests"] == 3 and customer_day[0]["model"] is None
+    assert len(made) == 4 + 4 + 3  # model, key: 2 hours + 2 (day, model); customer: 2 hours + 1 day
+    again = rollup.rollups(rows)
+    assert [r["id"] for r in again] == [r["id"] for r in made]  # the same keys on every replica
+
+
+def test_odd_values_count_as_nothing_rather_than_raise() -> None:
+    (made, *_) = [
+        r
+        for r in rollup.rollups([row(100.0, cost=float("nan"), prompt_tokens="many", latency_ms=None, model=7)])
+        if r["grouping"] == "model" and r["span"] == 3600
+    ]
+    assert made["cost"] == 0.0 and made["prompt_tokens"] == 0 and made["model"] == "7"
+
+
+@given(st.floats(min_value=0, max_value=1e7), st.floats(min_value=0, max_value=1e7))
+def test_pieces_cover_a_range_once_with_whole_buckets(a: float, b: float) -> None:
+    since, until = sorted((a, b))
+    cut = pieces(since, until, rollup.SPANS)
+    position = since
+    for span, start, end in cut:
+        assert start == position and start < end
+        if span:
+            assert start % span == 0 and end % span == 0
+        else:
+            assert end - start < 2 * 3600  # only the ends of a range are read from the log
+        position = end
+    assert position == until or (since == until and cut == [])
+
+
+def test_open_ranges_read_no_log_rows() -> None:
+    assert pieces(-math.inf, math.inf, rollup.SPANS) == [(86400, -math.inf, math.inf)]
+    assert pieces(100.0, math.inf, rollup.SPANS) == [(0, 100.0, 3600), (3600, 3600, 86400), (86400, 86400, math.inf)]
