@@ -59,7 +59,7 @@ def templated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 
 @pytest.fixture(scope="module")
 def tclient(templated: Running) -> openai.OpenAI:
-    return openai.OpenAI(base_url=templated.v1, api_key="unused", max_retries=0, timeout=60)
+    return openai.OpenAI(base_url=templated.v1, api_key="unused", max_retries=0, timeout=300)
 
 
 def prompt_tokens(client: openai.OpenAI, messages: list[dict], **fields: object) -> int:
