@@ -24,12 +24,12 @@ async def count_tokens(service: ChatService, call: Call) -> int:
     request, options = service.parse(await call.read_body(), call)
     plan = await service.router.plan(request, principal, Trace(options=options, started=call.started))
     engine = plan.candidates[0].engine
-    count = getattr(engine, "count_prompt_tokens", None)
+    count = getattr(engine, "count_request_tokens", None)
     if count is None:
         return estimated(request)
     if not engine.ready:
         raise NotReady("the model is still loading", headers={"Retry-After": "1"})
-    return await count(engine.payload(request)["messages"])
+    return await count(request)
 
 
 def estimated(request: ChatRequest) -> int:

@@ -1,9 +1,15 @@
-"""Tool calls and structured output on the built-in model, through the official openai SDK."""
+"""Tool calls and structured output on the built-in model, through the official openai SDK.
+
+Requests that prove the same thing for many seeds run at once (`at_once`), on the default deployment's
+four parallel slots, where llama.cpp decodes them in one batch: the grammar makes each valid whatever the
+batch. Those whose output is compared with another request's (stream against body) run alone.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2 as httpx
@@ -46,8 +52,26 @@ ARRAY = {
 }
 
 
-def tool(name: str, schema: dict, description: str = "") -> dict:
-    return {"type": "function", "function": {"name": name, "description": description, "parameters": schema}}
+UNIQUE = {  # uniqueItems: a keyword llguidance, which compiles the grammar, does not implement
+    "type": "object",
+    "properties": {"tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2, "uniqueItems": True}},
+    "required": ["tags"],
+    "additionalProperties": False,
+}
+LOOKAROUND = {"type": "object", "properties": {"code": {"type": "string", "pattern": "(?=A)[A-Z]{2}"}}}
+
+
+def tool(name: str, schema: dict, description: str = "", **more: object) -> dict:
+    function = {"name": name, "description": description, "parameters": schema, **more}
+    return {"type": "function", "function": function}
+
+
+def at_once(client: openai.OpenAI, requests: list[dict]) -> list:
+    """The replies to `requests`, sent together: four at a time, as the server has four slots (each waits for
+    its turn in a slot, so the client's timeout is longer than one request's)."""
+    patient = client.with_options(timeout=300)
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda fields: patient.chat.completions.create(model="spark", **fields), requests))
 
 
 TOOLS = [tool("book_trip", NESTED, "Book a trip"), tool("weather", ENUM, "The weather"), tool("visit", ARRAY)]
@@ -62,27 +86,33 @@ def assert_valid_calls(message, finish_reason: str) -> None:
         jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_required_and_named_give_a_valid_call(client: openai.OpenAI, seed: int) -> None:
-    named = TOOLS[seed % 3]["function"]["name"]
-    for choice in ("required", {"type": "function", "function": {"name": named}}):
-        reply = client.chat.completions.create(
-            model="spark", messages=ASK, tools=TOOLS, tool_choice=choice, parallel_tool_calls=False,
-            seed=seed, max_tokens=80,
-        )  # fmt: skip
-        assert_valid_calls(reply.choices[0].message, reply.choices[0].finish_reason)
-        if isinstance(choice, dict):
-            assert [c.function.name for c in reply.choices[0].message.tool_calls] == [named]
+def test_required_and_named_give_a_valid_call(client: openai.OpenAI) -> None:
+    """20 seeds, each with `required` and with a named function (the three schemas in turn)."""
+    cases = [(seed, choice) for seed in range(20) for choice in ("required", TOOLS[seed % 3]["function"]["name"])]
+    replies = at_once(
+        client,
+        [
+            dict(messages=ASK, tools=TOOLS, parallel_tool_calls=False, seed=seed, max_tokens=80,
+                 tool_choice=choice if choice == "required" else {"type": "function", "function": {"name": choice}})
+            for seed, choice in cases
+        ],
+    )  # fmt: skip
+    for (seed, choice), reply in zip(cases, replies, strict=True):
+        message = reply.choices[0].message
+        try:
+            assert_valid_calls(message, reply.choices[0].finish_reason)
+            assert choice == "required" or [c.function.name for c in message.tool_calls] == [choice]
+        except AssertionError as exc:
+            raise AssertionError(f"seed {seed}, tool_choice {choice}: {message}") from exc
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_auto_gives_text_or_valid_calls(client: openai.OpenAI, seed: int) -> None:
-    reply = client.chat.completions.create(model="spark", messages=ASK, tools=TOOLS, seed=seed, max_tokens=40)
-    choice = reply.choices[0]
-    if choice.message.tool_calls:
-        assert_valid_calls(choice.message, choice.finish_reason)
-    else:
-        assert choice.message.content and "<tool_call>" not in choice.message.content
+def test_auto_gives_text_or_valid_calls(client: openai.OpenAI) -> None:
+    for reply in at_once(client, [dict(messages=ASK, tools=TOOLS, seed=seed, max_tokens=40) for seed in range(4)]):
+        choice = reply.choices[0]
+        if choice.message.tool_calls:
+            assert_valid_calls(choice.message, choice.finish_reason)
+        else:
+            assert choice.message.content and "<tool_call>" not in choice.message.content
 
 
 def test_none_gives_text(client: openai.OpenAI) -> None:
@@ -95,10 +125,8 @@ def test_none_gives_text(client: openai.OpenAI) -> None:
 def test_parallel_calls_are_allowed(client: openai.OpenAI) -> None:
     """With parallel_tool_calls the grammar allows several calls; each has its own id and index."""
     found = 0
-    for seed in range(4):
-        reply = client.chat.completions.create(
-            model="spark", messages=ASK, tools=TOOLS, tool_choice="required", seed=seed, max_tokens=120
-        )
+    asked = [dict(messages=ASK, tools=TOOLS, tool_choice="required", seed=seed, max_tokens=120) for seed in range(4)]
+    for reply in at_once(client, asked):
         calls = reply.choices[0].message.tool_calls
         assert calls and len({c.id for c in calls}) == len(calls)
         if reply.choices[0].finish_reason == "tool_calls":
@@ -182,15 +210,16 @@ def test_json_object_and_tools_with_json(client: openai.OpenAI) -> None:
         "additionalProperties": False,
     }
     fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
-    for seed in range(3):
-        reply = client.chat.completions.create(
-            model="spark", messages=ASK, tools=TOOLS, response_format=fmt, seed=seed, max_tokens=60
-        )
+    json_object = {"type": "json_object"}
+    asked = [dict(messages=ASK, tools=TOOLS, response_format=fmt, seed=seed, max_tokens=60) for seed in range(3)]
+    asked += [dict(messages=ASK, tools=TOOLS, response_format=json_object, seed=seed, max_tokens=60) for seed in (0, 1)]
+    for fields, reply in zip(asked, at_once(client, asked), strict=True):
         message = reply.choices[0].message
         if message.tool_calls:
             assert_valid_calls(message, reply.choices[0].finish_reason)
-        else:
-            jsonschema.validate(json.loads(message.content), schema)
+        elif reply.choices[0].finish_reason == "stop" or fields["response_format"] is fmt:
+            answer = json.loads(message.content)
+            jsonschema.validate(answer, schema if fields["response_format"] is fmt else {"type": "object"})
 
 
 def bad(server: Running, **fields) -> dict:
@@ -219,6 +248,18 @@ def bad(server: Running, **fields) -> dict:
             {"tools": [TOOLS[0], tool("f", {"type": "object", "properties": {"x": {"$ref": "#/nowhere"}}})]},
             "tools[1].function.parameters",
         ),
+        ({"tools": [TOOLS[0], tool("f", LOOKAROUND)]}, "tools[1].function.parameters"),
+        ({"tools": [tool("f", UNIQUE, strict=True)], "tool_choice": "required"}, "tools[0].function.parameters"),
+        (
+            {
+                "tools": TOOLS,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "a", "schema": UNIQUE, "strict": True},
+                },
+            },
+            "response_format.json_schema.schema",
+        ),
     ],
 )
 def test_bad_tool_input_is_a_400_naming_the_field(server: Running, fields: dict, param: str) -> None:
@@ -229,6 +270,36 @@ def test_ungrammarable_schema_says_which_part(server: Running) -> None:
     schema = {"type": "object", "properties": {"when": {"type": "strnig"}}}
     err = bad(server, tools=[tool("f", schema)], tool_choice="required")
     assert err["param"] == "tools[0].function.parameters" and "#/properties/when" in err["message"]
+
+
+def test_what_llguidance_cannot_compile_is_a_400_never_unconstrained(server: Running) -> None:
+    """llama.cpp's converter takes these schemas; llguidance, which compiles the grammar, refuses them, and
+    llama.cpp would then sample without any grammar and say nothing."""
+    err = bad(server, tools=[tool("f", LOOKAROUND)], tool_choice="required")
+    assert "#/properties/code/pattern" in err["message"] and "look-around" in err["message"]
+    err = bad(server, tools=[tool("tag", UNIQUE, strict=True)], tool_choice="required")
+    assert "#/properties/tags/uniqueItems" in err["message"] and "strict" in err["message"]
+
+
+def test_a_keyword_llguidance_lacks_without_strict_leaves_the_rest_constrained(client: openai.OpenAI) -> None:
+    asked = [
+        dict(
+            messages=ASK,
+            tools=[tool("tag", UNIQUE)],
+            tool_choice="required",
+            seed=s,
+            max_tokens=40,
+            parallel_tool_calls=False,
+        )
+        for s in (1, 2)
+    ]
+    rest = {
+        **UNIQUE,
+        "properties": {"tags": {k: v for k, v in UNIQUE["properties"]["tags"].items() if k != "uniqueItems"}},
+    }
+    for reply in at_once(client, asked):
+        assert reply.choices[0].finish_reason == "tool_calls"
+        jsonschema.validate(json.loads(reply.choices[0].message.tool_calls[0].function.arguments), rest)
 
 
 def test_the_documented_round_trip_runs(server: Running, capsys: pytest.CaptureFixture[str]) -> None:

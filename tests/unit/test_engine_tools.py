@@ -80,3 +80,9 @@ def test_history_is_plain_messages() -> None:
     assert [m["role"] for m in rendered] == ["system", "user", "assistant", "user"]
     assert '{"name": "search", "arguments": {"q":"x"}}' in rendered[2]["content"]
     assert "found" in rendered[3]["content"] and "again" in rendered[3]["content"]
+
+
+def test_only_a_strict_function_asks_llguidance_for_every_keyword() -> None:
+    strict = [{"type": "function", "function": {"name": "search", "parameters": SCHEMA, "strict": True}}]
+    assert '"lenient":true' in grammar(tool_plan(request())) and '"lenient":false' not in grammar(tool_plan(request()))
+    assert '"lenient":false' in grammar(tool_plan(request(tools=strict)))

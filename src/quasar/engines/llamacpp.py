@@ -39,7 +39,7 @@ import orjson
 
 from quasar.api.chat import ChatRequest
 from quasar.config import BUILTIN_EMBEDDING_MODEL, BUILTIN_MODEL, Deployment
-from quasar.engines import completion, sched
+from quasar.engines import completion, guidance, sched, template
 from quasar.engines.assemble import Assembler, merge_usage
 from quasar.engines.handover import Handover
 from quasar.engines.http import Pool
@@ -51,7 +51,10 @@ from quasar.engines.tools import (
     arguments_schema,
     finish_reason,
     grammar,
+    json_grammar,
     render_messages,
+    text_schema,
+    text_strict,
     to_message,
     tool_plan,
 )
@@ -127,6 +130,7 @@ class LlamaCppEngine:
         self._kv = KvBudget(deployment.context_length)
         self._template_base = _TEMPLATE_TOKENS_BASE
         self._template_per_message = _TEMPLATE_TOKENS_PER_MESSAGE
+        self.template_tools = False  # the chat template renders tools, calls and results (engines/template.py)
         self._http: Pool | None = None  # to the embedded listener: to count prompt tokens and check schemas
         self._schema_errors: dict[bytes, str | None] = {}  # what llama.cpp said of each schema checked
         self.fingerprint = ""
@@ -194,6 +198,14 @@ class LlamaCppEngine:
         per_message = -(-(three - one) // 2) + 1
         self._template_per_message = max(_TEMPLATE_TOKENS_PER_MESSAGE, per_message)
         self._template_base = max(_TEMPLATE_TOKENS_BASE, one + 1)
+        try:
+            prompt = self._post_blocking("/apply-template", template.PROBE)["prompt"]
+        except Exception as exc:  # a template that fails on tool messages does not know them
+            self._log(f"quasar: the chat template could not render tools ({exc}); tools go in plain messages")
+            return
+        self.template_tools = template.knows_tools(prompt)
+        if self.template_tools:
+            self._log("quasar: the chat template renders tools; tool requests go through it")
 
     def _vocab_size(self) -> int | None:
         """The model's vocabulary size, as the embedded listener's /v1/models reports it."""
@@ -218,13 +230,16 @@ class LlamaCppEngine:
             )
 
     def _count_blocking(self, messages: list[dict[str, Any]]) -> int:
+        return int(self._post_blocking("/v1/chat/completions/input_tokens", {"messages": messages})["input_tokens"])
+
+    def _post_blocking(self, path: str, payload: dict[str, Any]) -> Any:
         req = urllib.request.Request(
-            self._server.listening_address + "/v1/chat/completions/input_tokens",
-            data=orjson.dumps({"messages": messages}),
+            self._server.listening_address + path,
+            data=orjson.dumps(payload),
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"},
         )
         with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 -- our own loopback listener
-            return int(orjson.loads(resp.read())["input_tokens"])
+            return orjson.loads(resp.read())
 
     def _construct(self, server: Callable[[Any], Any], params: Any) -> Any:
         """llama.cpp's server, built on a thread of its own whose priority its threads inherit (sched.py)."""
@@ -265,7 +280,8 @@ class LlamaCppEngine:
         """The llama.cpp request body for a validated ChatRequest: only the fields we mean to send.
 
         Always a stream, with usage: non-streamed requests are streamed too (see `chat`). Tools are written
-        into the messages and their calls constrained by a grammar (engines/tools.py)."""
+        into the messages and their calls constrained by a grammar (engines/tools.py); `body` renders them
+        through the chat template instead where it knows tools."""
         for i, m in enumerate(request.messages):
             if m.has_image():
                 raise InvalidRequest("this model does not accept image input", param=f"messages[{i}].content")
@@ -305,9 +321,64 @@ class LlamaCppEngine:
         body["stream_options"] = {"include_usage": True}
         return body
 
+    async def body(self, request: ChatRequest) -> dict[str, Any]:
+        """The llama.cpp body of a request as it will run: `payload`, its tool schemas checked, and its tools
+        rendered by the chat template where that knows them (then a raw prompt, run as a completion)."""
+        body = self.payload(request)
+        if request.completion is not None:
+            body = completion.local_body(body, request)
+            self.check_token_ids(completion.token_ids(body["prompt"]), "prompt")
+            return body
+        plan = tool_plan(request)
+        if plan is not None:
+            await self.check_schemas(request, plan)
+        elif request.response_format is not None and request.response_format.json_schema is not None:
+            _local_refs_only(request.response_format.json_schema.schema_, "response_format.json_schema.schema")
+        if self.template_tools and template.wanted(request, plan):
+            body = await self._templated(request, plan, body)
+        return body
+
+    async def _templated(self, request: ChatRequest, plan: ToolPlan | None, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` with the prompt the chat template renders from the conversation and the tools: the same
+        sampling, limits and grammar, run by handle_completions (n choices as n copies of the prompt)."""
+        data = await self._listener("/apply-template", template.render_body(request, plan))
+        prompt = data.get("prompt") if isinstance(data, dict) else None
+        if not isinstance(prompt, str):  # the template fails on this conversation: the plain messages still work
+            return body
+        out = {k: v for k, v in body.items() if k not in ("messages", "response_format", "n", "top_logprobs")}
+        out["prompt"] = prompt if request.n == 1 else [prompt] * request.n
+        if body.get("logprobs"):
+            out["logprobs"] = body["top_logprobs"]  # handle_completions takes the count of top logprobs here
+        schema = text_schema(request)
+        if plan is None and schema is not None:  # a completion has no response_format: the same %json grammar
+            out["grammar"] = json_grammar(schema, text_strict(request))
+            if (error := guidance.grammar_error(out["grammar"])) is not None:
+                raise InvalidRequest(_refused(error, schema), param="response_format.json_schema.schema")
+        return out
+
     def prompt_bound(self, messages: list[dict[str, Any]]) -> int:
         """An upper bound of a prompt's tokens without tokenizing: its bytes plus the template's overhead."""
         return self._template_base + sum(len(m["content"].encode()) + self._template_per_message for m in messages)
+
+    def _bound(self, body: dict[str, Any]) -> int:
+        """`prompt_bound` of a body; a rendered prompt has at most a token a byte, and BOS and EOS."""
+        if "messages" in body:
+            return self.prompt_bound(body["messages"])
+        return len(_rendered(body).encode()) + 2
+
+    async def _count(self, body: dict[str, Any]) -> int:
+        """The exact prompt tokens of a body, tokenized as handle_completions does for a rendered prompt."""
+        if "messages" in body:
+            return await self.count_prompt_tokens(body["messages"])
+        tokenize = {"content": _rendered(body), "add_special": True, "parse_special": True}
+        data = await self._listener("/tokenize", tokenize)
+        if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
+            raise EngineError("llama.cpp could not count the prompt's tokens")
+        return len(data["tokens"])
+
+    async def count_request_tokens(self, request: ChatRequest) -> int:
+        """The prompt tokens a request would run with (Anthropic's count_tokens)."""
+        return await self._count(await self.body(request))
 
     async def fit(self, request: ChatRequest, body: dict[str, Any]) -> tuple[int, int, bool]:
         """(prompt tokens, output limit, whether the prompt was counted exactly) of a request that can fit
@@ -323,9 +394,9 @@ class LlamaCppEngine:
                 param="max_tokens" if request.max_completion_tokens is None else "max_completion_tokens",
             )
         output = asked if asked is not None else self.deployment.max_output_tokens
-        prompt, exact = self.prompt_bound(body["messages"]), False
+        prompt, exact = self._bound(body), False
         if prompt + output * n > context:
-            prompt, exact = await self.count_prompt_tokens(body["messages"]), True
+            prompt, exact = await self._count(body), True
         if asked is None:
             output = min(output, (context - prompt) // n)
             if output < 1:
@@ -347,17 +418,17 @@ class LlamaCppEngine:
         return prompt, output, exact
 
     async def count_prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
-        data = await self._input_tokens({"messages": messages})
+        data = await self._listener("/v1/chat/completions/input_tokens", {"messages": messages})
         if not isinstance(data, dict) or "input_tokens" not in data:
             raise EngineError("llama.cpp could not count the prompt's tokens")
         return int(data["input_tokens"])
 
-    async def _input_tokens(self, payload: dict[str, Any]) -> Any:
-        """The embedded listener's answer to a token count of `payload` (a chat request's body)."""
+    async def _listener(self, path: str, payload: dict[str, Any]) -> Any:
+        """The embedded listener's answer to `payload` at `path` (a token count, a template rendering)."""
         if self._http is None:
             self._http = Pool(self._server.listening_address, limit=4)
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"}
-        prefix = self._http.prefix("/v1/chat/completions/input_tokens", headers)
+        prefix = self._http.prefix(path, headers)
         resp = await self._http.post(prefix, orjson.dumps(payload))
         try:
             return orjson.loads(await resp.read())
@@ -368,19 +439,24 @@ class LlamaCppEngine:
         """400 naming the schema, and the part of it, that llama.cpp cannot turn into a grammar.
 
         llama.cpp's own schema converter judges each schema once (a token count that carries it as a
-        response_format); the grammar's sampler would otherwise drop a schema it cannot compile unsaid."""
+        response_format), then llguidance, which compiles the grammar, judges it as the grammar holds it
+        (engines/guidance.py): the sampler would otherwise drop a grammar it cannot compile unsaid."""
         field = "functions" if request.legacy_functions else "tools"
         prefix = "" if request.legacy_functions else ".function"
         index = {t.function.name: i for i, t in enumerate(request.function_tools)}
-        checks = [(f"{field}[{index[f.name]}]{prefix}.parameters", arguments_schema(f)) for f in plan.functions]
+        checks = [
+            (f"{field}[{index[f.name]}]{prefix}.parameters", arguments_schema(f), bool(f.strict))
+            for f in plan.functions
+        ]
         if plan.text_schema is not None:
-            checks.append(("response_format.json_schema.schema", plan.text_schema))
-        for param, schema in checks:
+            checks.append(("response_format.json_schema.schema", plan.text_schema, plan.text_strict))
+        for param, schema, strict in checks:
             _local_refs_only(schema, param)
             key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
             if key not in self._schema_errors:
                 fmt = {"type": "json_schema", "json_schema": {"name": "check", "schema": schema}}
-                data = await self._input_tokens({"messages": [{"role": "user", "content": ""}], "response_format": fmt})
+                check = {"messages": [{"role": "user", "content": ""}], "response_format": fmt}
+                data = await self._listener("/v1/chat/completions/input_tokens", check)
                 error = data.get("error") if isinstance(data, dict) else None
                 message = str(error.get("message", error)) if isinstance(error, dict) else None
                 if len(self._schema_errors) >= 1024:
@@ -388,6 +464,11 @@ class LlamaCppEngine:
                 self._schema_errors[key] = message and message.rsplit("failed: ", 1)[-1]
             if (message := self._schema_errors[key]) is not None:
                 raise InvalidRequest(f"llama.cpp cannot turn this schema into a grammar: {message}", param=param)
+            if (message := guidance.grammar_error(json_grammar(schema, strict))) is not None:
+                why = " (strict: every keyword must be enforced)" if strict else ""
+                raise InvalidRequest(_refused(message, schema) + why, param=param)
+        if (message := guidance.grammar_error(grammar(plan))) is not None:  # each part compiles, yet not the whole
+            raise InvalidRequest(f"the constrained decoder refuses this tool set: {message}", param=field)
 
     async def _admitted(self, request: ChatRequest) -> tuple[dict[str, Any], int]:
         """The llama.cpp body (always streamed) of a request that fits the context and now has room in the
@@ -396,20 +477,12 @@ class LlamaCppEngine:
         400 when it can never fit; 503 when the queue is full or room did not come within queue_timeout."""
         if self._server is None:
             raise NotReady("the model is still loading", headers={"Retry-After": "1"})
-        body = self.payload(request)
-        if request.completion is not None:
-            body = completion.local_body(body, request)
-            self.check_token_ids(completion.token_ids(body["prompt"]), "prompt")
-        plan = tool_plan(request)
-        if plan is not None:
-            await self.check_schemas(request, plan)
-        elif request.response_format is not None and request.response_format.json_schema is not None:
-            _local_refs_only(request.response_format.json_schema.schema_, "response_format.json_schema.schema")
+        body = await self.body(request)
         prompt, output, exact = await self.fit(request, body)
         need = prompt + output * request.n  # the n choices share the prompt's cells
         if not exact and not self._kv.fits_now(need):
             # about to wait: reserve the real count, not the bound (which is up to a few times larger)
-            need = await self.count_prompt_tokens(body["messages"]) + output * request.n
+            need = await self._count(body) + output * request.n
         need = min(need, self.context_length)  # were the bound ever below the count, llama.cpp has the last word
         if self._in_flight + request.n > self.capacity:
             raise QueueFull(
@@ -434,16 +507,23 @@ class LlamaCppEngine:
 
     def _generate(self, body: dict[str, Any], on_chunk: Callable[[dict[str, Any]], bool]) -> None:
         """Run one request in llama.cpp (blocking, on a worker thread): a chat, or a raw-prompt completion
-        whose text chunks reach `on_chunk` chat-shaped, the usage they carry as a chunk of its own."""
+        whose text chunks reach `on_chunk` chat-shaped, the usage they carry as a chunk of its own. A prompt
+        rendered by the chat template (a body without messages) is a chat: each choice's first delta has its role."""
         if "prompt" not in body:
             self._server.handle_chat_completions(body, on_chunk)
             return
+        started: set[int] | None = set() if "messages" not in body else None
 
         def text_chunk(chunk: dict[str, Any] | None) -> bool:
             if chunk is None:  # llama.cpp opens a stream of several prompts with a null
                 return False
             usage = chunk.pop("usage", None) if chunk.get("choices") else None
-            stop = on_chunk(completion.as_chat_chunk(chunk))
+            chunk = completion.as_chat_chunk(chunk)
+            for part in chunk["choices"] if started is not None else ():
+                if part.get("index", 0) not in started:
+                    started.add(part.get("index", 0))
+                    part["delta"] = {"role": "assistant", **part["delta"]}
+            stop = on_chunk(chunk)
             if usage is not None:
                 usage_chunk = {**{k: v for k, v in chunk.items() if k != "choices"}, "choices": [], "usage": usage}
                 stop = on_chunk(usage_chunk) or stop
@@ -602,6 +682,18 @@ def _resolve(future: asyncio.Future[None], error: Exception | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+def _rendered(body: dict[str, Any]) -> str:
+    """The prompt of a body rendered by the chat template (n copies of it when n > 1)."""
+    prompt = body["prompt"]
+    return prompt[0] if isinstance(prompt, list) else prompt
+
+
+def _refused(message: str, schema: dict[str, Any]) -> str:
+    """llguidance's refusal of a schema, saying where in the schema when it can tell."""
+    at = guidance.where(schema, message)
+    return f"the constrained decoder cannot use this schema{f' at {at}' if at else ''}: {message}"
 
 
 def _as_tool_deltas(chunk: dict[str, Any], plan: ToolPlan, writers: dict[int, DeltaWriter]) -> bool:

@@ -36,6 +36,7 @@ class ToolPlan:
     parallel: bool
     legacy: bool  # answer in the `function_call` shape
     text_schema: dict[str, Any] | None  # the JSON a text answer must be (response_format), else free text
+    text_strict: bool = False  # response_format's json_schema.strict
 
 
 def tool_plan(request: ChatRequest) -> ToolPlan | None:
@@ -51,7 +52,12 @@ def tool_plan(request: ChatRequest) -> ToolPlan | None:
     if named is not None:
         functions, mode = tuple(f for f in functions if f.name == named), "required"
     parallel = not legacy and request.parallel_tool_calls is not False
-    return ToolPlan(functions, mode, parallel, legacy, text_schema(request))
+    return ToolPlan(functions, mode, parallel, legacy, text_schema(request), text_strict(request))
+
+
+def text_strict(request: ChatRequest) -> bool:
+    fmt = request.response_format
+    return bool(fmt is not None and fmt.json_schema is not None and fmt.json_schema.strict)
 
 
 def text_schema(request: ChatRequest) -> dict[str, Any] | None:
@@ -135,22 +141,27 @@ def _describe(plan: ToolPlan) -> str:
 
 def grammar(plan: ToolPlan) -> str:
     """The llguidance grammar of the plan's possible answers; built once per tool set."""
-    functions = orjson.dumps([[f.name, arguments_schema(f)] for f in plan.functions]).decode()
+    functions = orjson.dumps([[f.name, arguments_schema(f), bool(f.strict)] for f in plan.functions]).decode()
     text = orjson.dumps(plan.text_schema).decode() if plan.text_schema is not None else None
-    return _grammar(functions, plan.mode, plan.parallel, text)
+    return _grammar(functions, plan.mode, plan.parallel, text, plan.text_strict)
+
+
+def json_grammar(schema: dict[str, Any], strict: bool) -> str:
+    """The llguidance grammar of one JSON value of `schema`, as `%json` appears in a tool grammar."""
+    return f"%llguidance {{}}\nstart: %json {compact(schema, strict)}\n"
 
 
 @functools.lru_cache(maxsize=256)
-def _grammar(functions: str, mode: str, parallel: bool, text: str | None) -> str:
+def _grammar(functions: str, mode: str, parallel: bool, text: str | None, text_strict: bool) -> str:
     calls = [
-        f'"{{\\"name\\": \\"{name}\\", \\"arguments\\": " %json {_compact(schema)} "}}"'
-        for name, schema in orjson.loads(functions)
+        f'"{{\\"name\\": \\"{name}\\", \\"arguments\\": " %json {compact(schema, strict)} "}}"'
+        for name, schema, strict in orjson.loads(functions)
     ]
     lines = ["%llguidance {}"]
     if mode == "required":
         lines.append("start: calls")
     elif text is not None:
-        lines.append(f"start: calls | %json {_compact(orjson.loads(text))}")
+        lines.append(f"start: calls | %json {compact(orjson.loads(text), text_strict)}")
     else:
         lines += ["start: calls | TEXT", r"TEXT: /[^<](.|\n)*/"]
     more = ' ("," call)*' if parallel else ""
@@ -160,10 +171,12 @@ def _grammar(functions: str, mode: str, parallel: bool, text: str | None) -> str
     return "\n".join(lines) + "\n"
 
 
-def _compact(schema: dict[str, Any]) -> str:
+def compact(schema: dict[str, Any], strict: bool) -> str:
     """The schema for `%json`, its JSON written with single spaces: without this option llguidance lets the
-    model spend its tokens on newlines and indentation."""
-    return orjson.dumps({**schema, "x-guidance": _LAYOUT}).decode()
+    model spend its tokens on newlines and indentation. Unless `strict`, llguidance is lenient: it leaves
+    out what it cannot enforce (a keyword it does not implement, an unknown format) and constrains the rest,
+    as OpenAI's non-strict function calling promises no more; a strict schema must compile whole."""
+    return orjson.dumps({**schema, "x-guidance": {**_LAYOUT, "lenient": not strict}}).decode()
 
 
 _LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
