@@ -201,11 +201,11 @@ class LlamaCppEngine:
         try:
             prompt = self._post_blocking("/apply-template", template.PROBE)["prompt"]
         except Exception as exc:  # a template that fails on tool messages does not know them
-            self._log(f"quasar: the chat template could not render tools ({exc}); tools go in plain messages")
+            log.info("quasar: the chat template could not render tools (%s); tools go in plain messages", exc)
             return
         self.template_tools = template.knows_tools(prompt)
         if self.template_tools:
-            self._log("quasar: the chat template renders tools; tool requests go through it")
+            log.info("quasar: the chat template renders tools; tool requests go through it")
 
     def _vocab_size(self) -> int | None:
         """The model's vocabulary size, as the embedded listener's /v1/models reports it."""
@@ -216,7 +216,7 @@ class LlamaCppEngine:
             with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 -- our own loopback listener
                 return int(orjson.loads(resp.read())["data"][0]["meta"]["n_vocab"])
         except Exception as exc:  # llama.cpp still refuses ids past it, without naming the field
-            self._log(f"quasar: could not read the vocabulary size ({exc}); token ids are not checked")
+            log.warning("quasar: could not read the vocabulary size (%s); token ids are not checked", exc)
             return None
 
     def check_token_ids(self, ids: Iterable[int], param: str) -> None:
