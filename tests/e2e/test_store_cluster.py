@@ -64,6 +64,12 @@ def models_status(running: Running, key: str) -> int:
     return httpx.get(f"{running.v1}/models", headers={"Authorization": f"Bearer {key}"}).status_code
 
 
+def in_flight(running: Running) -> int:
+    """Requests the replica's deployments are answering or queueing now (GET /admin/deployments)."""
+    listed = httpx.get(f"{running.url}/admin/deployments", headers=admin_headers(), timeout=30).json()["data"]
+    return sum(row["in_flight"] for row in listed)
+
+
 def make_key(cluster: Cluster, **fields: object) -> dict:
     made = httpx.post(f"{cluster.replicas[0].url}/admin/keys", json={"name": "c", **fields}, headers=admin_headers())
     assert made.status_code == 201, made.text
@@ -166,7 +172,7 @@ def test_sigterm_under_load_loses_no_row(cluster: Cluster) -> None:
 
     with ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(one, i) for i in ids]
-        time.sleep(0.5)
+        wait_for(lambda: in_flight(victim) or None, timeout=60)  # SIGTERM once a request is being answered
         victim.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         results = [f.result() for f in futures]
