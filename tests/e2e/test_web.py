@@ -270,6 +270,8 @@ def test_dashboard_shows_the_request_and_its_trace(web: Running, page: Page, sho
     row = page.locator(f"#requests tr[data-request-id='{request_id}']")
     expect(row).to_be_visible()
     expect(page.locator("#charts figure")).to_have_count(7)
+    # one bucket with requests in the range: the empty buckets around it are 0, so the line is drawn
+    expect(page.locator("figure[data-chart='requests per minute'] polyline")).to_have_count(1)
     expect(page.locator("#deployments tr[data-deployment='spark#0']")).to_contain_text("/ 2")
     row.click()
     detail = page.locator("#detail")

@@ -20,7 +20,7 @@ const Charts = (() => {
     return span > 12 * 3600 ? d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + time : time;
   }
 
-  // series: [{name, points: [[time, value], ...]}]; format: value -> text
+  // series: [{name, points: [[time, value or null], ...]}]; format: value -> text
   function line(title, series, from, to, format) {
     const figure = document.createElement("figure");
     figure.className = "chart";
@@ -40,13 +40,19 @@ const Charts = (() => {
     root.appendChild(svg("text", { x: L, y: H - 6, class: "tick" }, label(from, to - from)));
     root.appendChild(svg("text", { x: W - R, y: H - 6, "text-anchor": "end", class: "tick" }, label(to, to - from)));
     series.forEach((s, i) => {
-      const pts = s.points.filter((p) => p[1] !== null);
       const color = COLORS[i % COLORS.length];
-      if (pts.length > 1) {
-        const d = pts.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
+      // One polyline per run of points with values: a null is a gap in the line, not a drop to 0.
+      const runs = [[]];
+      for (const p of s.points) {
+        if (p[1] === null) runs.push([]);
+        else runs[runs.length - 1].push(p);
+      }
+      for (const run of runs.filter((r) => r.length > 1)) {
+        const d = run.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
         root.appendChild(svg("polyline", { points: d, fill: "none", stroke: color, "stroke-width": 1.5 }));
       }
-      for (const p of pts.length <= 60 ? pts : []) {
+      const pts = s.points.filter((p) => p[1] !== null);
+      for (const p of pts.length <= 60 ? pts : runs.filter((r) => r.length === 1).flat()) {
         root.appendChild(svg("circle", { cx: x(p[0]).toFixed(1), cy: y(p[1]).toFixed(1), r: 2.5, fill: color }));
       }
     });

@@ -35,18 +35,29 @@
       if (!groups.has(name)) groups.set(name, []);
       groups.get(name).push(row);
     }
-    const series = (pick) => [...groups].map(([name, rows]) => ({ name, points: rows.map((r) => [r.time + body.bucket_seconds / 2, pick(r)]) }));
+    // Every bucket of the range gets a point: a bucket with no requests is 0 for the sums and a gap for the
+    // percentiles, so a line never joins two buckets across an empty one.
+    const size = body.bucket_seconds;
+    const starts = [];
+    for (let t = Math.floor(from / size) * size; t < to; t += size) starts.push(t);
+    const series = (pick, empty) =>
+      [...groups].map(([name, rows]) => {
+        const at = new Map(rows.map((r) => [r.time, r]));
+        return { name, points: starts.map((t) => [t + size / 2, at.has(t) ? pick(at.get(t)) : empty]) };
+      });
     const count = (v) => (v >= 100 ? String(Math.round(v)) : String(Math.round(v * 100) / 100));
     const charts = [
-      ["requests per minute", (r) => r.requests / minutes, count],
-      ["p50 latency (ms)", (r) => r.p50_latency_ms, count],
-      ["p95 latency (ms)", (r) => r.p95_latency_ms, count],
-      ["p50 time to first token (ms)", (r) => r.p50_ttft_ms, count],
-      ["p95 time to first token (ms)", (r) => r.p95_ttft_ms, count],
-      ["tokens", (r) => r.total_tokens, count],
-      ["cost (USD)", (r) => r.cost, (v) => "$" + (v >= 1 ? v.toFixed(2) : v.toPrecision(2))],
+      ["requests per minute", (r) => r.requests / minutes, count, 0],
+      ["p50 latency (ms)", (r) => r.p50_latency_ms, count, null],
+      ["p95 latency (ms)", (r) => r.p95_latency_ms, count, null],
+      ["p50 time to first token (ms)", (r) => r.p50_ttft_ms, count, null],
+      ["p95 time to first token (ms)", (r) => r.p95_ttft_ms, count, null],
+      ["tokens", (r) => r.total_tokens, count, 0],
+      ["cost (USD)", (r) => r.cost, (v) => "$" + (v >= 1 ? v.toFixed(2) : v === 0 ? "0" : v.toPrecision(2)), 0],
     ];
-    $("#charts").replaceChildren(...charts.map(([title, pick, fmt]) => Charts.line(title, series(pick), from, to, fmt)));
+    $("#charts").replaceChildren(
+      ...charts.map(([title, pick, fmt, empty]) => Charts.line(title, series(pick, empty), from, to, fmt)),
+    );
   }
 
   // -- request log -------------------------------------------------------------------------------
