@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +47,16 @@ async def insert_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
         stored = {row[0] for row in await conn.execute(there, {"ids": ids})}
         await conn.execute(statement, rows)
         inserted = {i for i in ids if i not in stored}
-        await conn.run_sync(rollup_sql.upsert, _counted(rows, inserted, made))
+        await conn.run_sync(rollup_sql.upsert, _counted(rows, inserted, made, rollup.rollups))
 
 
-def _counted(rows: list[dict[str, Any]], inserted: set[Any], made: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rollups of the rows just inserted: `made` (those of every row) unless some were there already."""
+def _counted(
+    rows: list[dict[str, Any]], inserted: set[Any], made: list[Any], make: Callable[..., list[Any]]
+) -> list[Any]:
+    """The rollups of the rows just inserted: `made` (`make` of every row) unless some were there already."""
     if len(inserted) == len(rows):
         return made
-    return rollup.rollups(row for row in rows if row.get("id") in inserted)
+    return make(row for row in rows if row.get("id") in inserted)
 
 
 class SqliteLog:
@@ -87,11 +90,11 @@ class SqliteLog:
                 )
                 for start, size in _chunks(len(rows))
             ]
-            made = rollup.rollups(rows)
+            made = rollup.rollup_values(rows)
             await asyncio.get_running_loop().run_in_executor(self._thread, self._execute, statements, rows, made)
 
     def _execute(
-        self, statements: list[tuple[str, tuple[Any, ...]]], rows: list[dict[str, Any]], made: list[dict[str, Any]]
+        self, statements: list[tuple[str, tuple[Any, ...]]], rows: list[dict[str, Any]], made: list[tuple[Any, ...]]
     ) -> None:
         if self._conn is None:  # opened, used and closed on this one thread
             self._conn = sqlite3.connect(self.path, isolation_level=None)
@@ -102,7 +105,7 @@ class SqliteLog:
             inserted: set[Any] = set()
             for sql, params in statements:
                 inserted.update(row[0] for row in conn.execute(sql, params).fetchall())
-            conn.executemany(rollup_sql.SQLITE_UPSERT, rollup_sql.sqlite_params(_counted(rows, inserted, made)))
+            conn.executemany(rollup_sql.SQLITE_UPSERT, _counted(rows, inserted, made, rollup.rollup_values))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

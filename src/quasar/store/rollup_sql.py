@@ -12,12 +12,14 @@ from sqlalchemy import Connection, text
 
 from quasar.store import rollup
 
-COLUMNS = (
-    "id", "grouping", "span", "bucket", "model", "key_id", "customer_identifier", "requests", "prompt_tokens",
-    "cached_tokens", "completion_tokens", "cost", "errors", "latency_bins", "ttft_bins",
-)  # fmt: skip
+COLUMNS = rollup.COLUMNS
 _ADDED = ", ".join(f"{c} = usage_rollup.{c} + excluded.{c}" for c in rollup.SCALARS)
-_HISTS = ", ".join(f"{c} = quasar_hist_add(usage_rollup.{c}, excluded.{c})" for c in ("latency_bins", "ttft_bins"))
+# A batch's histogram that is empty (its rows had no time to first token) adds nothing: no call for it.
+_HISTS = ", ".join(
+    f"{c} = CASE WHEN length(excluded.{c}) = 0 THEN usage_rollup.{c}"
+    f" ELSE quasar_hist_add(usage_rollup.{c}, excluded.{c}) END"
+    for c in ("latency_bins", "ttft_bins")
+)
 _TAIL = f"ON CONFLICT (id) DO UPDATE SET {_ADDED}, {_HISTS}"
 SQLITE_UPSERT = f"INSERT INTO usage_rollup ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) {_TAIL}"
 UPSERT = text(f"INSERT INTO usage_rollup ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)}) {_TAIL}")
@@ -62,7 +64,3 @@ def upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Add rollup rows (from `rollup.rollups`) to the stored ones, in the caller's transaction."""
     if rows:
         conn.execute(UPSERT, rows)
-
-
-def sqlite_params(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    return [tuple(row[c] for c in COLUMNS) for row in rows]
