@@ -2,7 +2,7 @@
 
 The same statement serves both databases; histograms are added by `quasar_hist_add` (store/rollup.py's
 `add`, registered on every SQLite connection; on PostgreSQL the function below, made by migration 0003).
-SQLite's log writer, which holds the write lock, adds the histograms itself instead (`sqlite_upsert`).
+SQLite's log writer, which holds the write lock, reads and adds instead (`sqlite_upsert`).
 """
 
 from __future__ import annotations
@@ -24,15 +24,14 @@ _HISTS = ", ".join(
     for c in ("latency_bins", "ttft_bins")
 )
 _TAIL = f"ON CONFLICT (id) DO UPDATE SET {_ADDED}, {_HISTS}"
-SQLITE_UPSERT = f"INSERT INTO usage_rollup ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) {_TAIL}"
 # SQLite's log writer holds the database's write lock (BEGIN IMMEDIATE) from its inserts to its commit, so
-# no one can change a rollup row between its read and its write: it reads the stored histograms, adds in
-# Python and writes the sums. A call of quasar_hist_add from SQLite cost ~25K instructions (the callback's
-# set-up and the Python call), two per rollup row; this read is one statement for the batch.
+# no one can add or change a rollup row between its read and its write: it reads the stored rows of a batch
+# (one statement), adds in Python, and updates those and inserts the others; no upsert, and no call of
+# quasar_hist_add from SQLite (~25K instructions each, two per rollup row).
 SQLITE_STORED = "SELECT id, latency_bins, ttft_bins FROM usage_rollup WHERE id IN (SELECT value FROM json_each(?))"
-SQLITE_UPSERT_SUMMED = SQLITE_UPSERT.replace(
-    _HISTS, "latency_bins = excluded.latency_bins, ttft_bins = excluded.ttft_bins"
-)
+SQLITE_INSERT = f"INSERT INTO usage_rollup ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_SET = ", ".join([f"{c} = {c} + ?" for c in rollup.SCALARS] + ["latency_bins = ?", "ttft_bins = ?"])
+SQLITE_UPDATE = f"UPDATE usage_rollup SET {_SET} WHERE id = ?"
 UPSERT = text(f"INSERT INTO usage_rollup ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)}) {_TAIL}")
 
 # (bin uint8, count uint32 little-endian) pairs, as store/rollup.py encodes them; counts capped at 2^32-1.
@@ -73,14 +72,19 @@ def sqlite_upsert(conn: sqlite3.Connection, values: list[tuple[Any, ...]]) -> No
         return
     ids = orjson.dumps([v[0] for v in values]).decode()
     stored = {row[0]: (row[1], row[2]) for row in conn.execute(SQLITE_STORED, (ids,))}
-    params = []
+    new, updates = [], []
     for value in values:
         old = stored.get(value[0])
-        if old is not None:  # as quasar_hist_add would in the upsert (an empty histogram adds nothing)
+        if old is None:
+            new.append(value)
+        else:  # as quasar_hist_add would in the upsert (an empty histogram adds nothing)
             latency, ttft = value[-2:]
-            value = (*value[:-2], rollup.add(old[0], latency), rollup.add(old[1], ttft) if ttft else old[1])
-        params.append(value)
-    conn.executemany(SQLITE_UPSERT_SUMMED, params)
+            sums = (rollup.add(old[0], latency), rollup.add(old[1], ttft) if ttft else old[1])
+            updates.append((*value[7:-2], *sums, value[0]))
+    if updates:
+        conn.executemany(SQLITE_UPDATE, updates)
+    if new:
+        conn.executemany(SQLITE_INSERT, new)
 
 
 def register_sqlite(dbapi_connection: Any) -> None:
