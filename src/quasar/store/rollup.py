@@ -13,7 +13,8 @@ is 0.5 ms, and from 2^20 ms on it is 2^20 ms.
 A histogram is stored as bytes: (bin: uint8, count: uint32 little-endian) pairs for the bins that are not
 empty, in bin order; `quasar_hist_add(a, b)` adds two of them inside the database (a Python function on
 SQLite connections, a PL/pgSQL one created by migration 0003 on PostgreSQL), so concurrent writers add
-with an upsert and never read, modify and write back.
+with an upsert and never read, modify and write back (SQLite's log writer, which holds the database's
+write lock, reads and adds itself: rollup_sql.sqlite_upsert).
 """
 
 from __future__ import annotations
