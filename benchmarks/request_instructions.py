@@ -11,8 +11,9 @@ warm-up, the cyclic collector tuned as cli/tuning.py does, then `--requests` cha
 the ASGI app one at a time (uvicorn's protocol is not included), counted from a toggle around them to
 after the log writer has drained. Prints instructions per request for each build and their ratio.
 
-The log writer is set to write when `--batch` rows wait (batch_rows N, no flush timer; default 1, so each
-request's row is a batch of its own, the rollups' per-batch cost all on it). A larger N is as under load,
+The log writer is set to write when `--batch` rows wait (batch_rows N, no flush timer). With the default 1
+it wakes for every row, but the rows that come while it writes (the next requests go on meanwhile) make
+its next batch: a few rows a batch, each paying the rollups' per-batch cost. A larger N is as under load,
 where many requests' rows go in one batch and share that cost (a build whose writer chases the rows that
 came during its last insert, as 52c6bb1's does, writes smaller batches than N). The callgrind outputs are
 kept (the printed folder) for callgrind_annotate.
