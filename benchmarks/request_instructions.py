@@ -1,6 +1,6 @@
 """Instructions per gateway request, counted by valgrind: a measure that other load on the machine cannot move.
 
-    .venv/bin/python benchmarks/request_instructions.py --base 52c6bb1 [--requests 200] [--runs 1]
+    .venv/bin/python benchmarks/request_instructions.py --base 52c6bb1 [--requests 200] [--runs 1] [--batch 100]
 
 Needs valgrind and a C compiler (apt-get install -y valgrind gcc). On a shared VM requests/s and even CPU
 time per request move by tens of percent between runs (other processes evict the caches); the number of
@@ -10,6 +10,13 @@ zero-delay upstream of benchmarks/gateway.py: create_app and its lifespan as `qu
 warm-up, the cyclic collector tuned as cli/tuning.py does, then `--requests` chat POSTs driven through
 the ASGI app one at a time (uvicorn's protocol is not included), counted from a toggle around them to
 after the log writer has drained. Prints instructions per request for each build and their ratio.
+
+The log writer is set to write when `--batch` rows wait (batch_rows N, no flush timer). With the default 1
+it wakes for every row, but the rows that come while it writes (the next requests go on meanwhile) make
+its next batch: a few rows a batch, each paying the rollups' per-batch cost. A larger N is as under load,
+where many requests' rows go in one batch and share that cost (a build whose writer chases the rows that
+came during its last insert, as 52c6bb1's does, writes smaller batches than N). The callgrind outputs are
+kept (the printed folder) for callgrind_annotate.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ def toggle_library() -> Path:
     return lib
 
 
-def child(config: str, requests: int, stream: bool, lib: str) -> None:
+def child(config: str, requests: int, stream: bool, lib: str, batch: int) -> None:
     """Runs under callgrind, with the build's src on PYTHONPATH."""
     import orjson
     import uvloop
@@ -106,7 +113,7 @@ def child(config: str, requests: int, stream: bool, lib: str) -> None:
         async with app.router.lifespan_context(app):
             app.state.serving.set()
             await asyncio.sleep(0.5)
-            for _ in range(WARM_UP):
+            for _ in range(-(-WARM_UP // batch) * batch):  # whole batches, so none waits into the count
                 await one(app)
             gc.collect()
             gc.freeze()
@@ -123,7 +130,7 @@ def child(config: str, requests: int, stream: bool, lib: str) -> None:
 def count(src: Path, config: Path, home: Path, args: argparse.Namespace, lib: Path) -> float:
     cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no"]
     cmd += [f"--callgrind-out-file={home}/callgrind.out", sys.executable, __file__, "--child", str(config)]
-    cmd += ["--requests", str(args.requests), "--mode", args.mode, "--lib", str(lib)]
+    cmd += ["--requests", str(args.requests), "--mode", args.mode, "--lib", str(lib), "--batch", str(args.batch)]
     env = {**os.environ, "PYTHONPATH": str(src), "QUASAR_API_KEYS": KEY}
     env["QUASAR_DATABASE_URL"] = f"sqlite:///{home}/q.db"
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -139,18 +146,22 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--runs", type=int, default=1, help="counts of each build")
     parser.add_argument("--mode", choices=["json", "stream"], default="json")
+    parser.add_argument("--batch", type=int, default=1, help="log rows per batch (the writer waits for them)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: the config of the in-process run
     parser.add_argument("--lib", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.requests, args.mode == "stream", args.lib)
+        child(args.child, args.requests, args.mode == "stream", args.lib, args.batch)
         return
     WORK.mkdir(parents=True, exist_ok=True)
     lib = toggle_library()
     tmp = Path(tempfile.mkdtemp(prefix="instructions-", dir=WORK))
     up = free_port()
     config = tmp / "quasar.yaml"
-    config.write_text(quasar_config(up))
+    if args.requests % args.batch:
+        parser.error("--requests must be a multiple of --batch")
+    config.write_text(quasar_config(up) + f"store:\n  batch_rows: {args.batch}\n  flush_seconds: 3600\n")
+    print(f"callgrind outputs in {tmp}", flush=True)
     builds = {"working tree": ROOT / "src"}
     if args.base:
         builds = {"base": worktree(args.base) / "src", **builds}
@@ -164,7 +175,8 @@ def main() -> None:
                 home.mkdir()
                 results[name].append(count(src, config, home, args, lib))
                 print(f"run {run + 1} {name}: {results[name][-1]:,.0f} instructions/request", flush=True)
-    print(f"\n{args.mode}, {args.requests} requests one at a time, in-process (uvicorn excluded)")
+    rows = f"{args.batch} rows per log batch"
+    print(f"\n{args.mode}, {args.requests} requests one at a time, {rows}, in-process (uvicorn excluded)")
     for name, values in results.items():
         print(f"{name:13s} {min(values):11,.0f} - {max(values):11,.0f} instructions/request")
     if args.base:

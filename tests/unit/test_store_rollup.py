@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import struct
 
 import numpy as np
 from hypothesis import given
@@ -56,6 +57,40 @@ def test_histograms_add_as_their_counts() -> None:
     assert total[1] == 3 and total[40] == 2**32 - 1 and total[81] == 1  # a count stops at 2^32-1
     assert rollup.add(None, rollup.encode(a)) == rollup.encode(a) and rollup.add(None, None) == b""
     assert len(rollup.encode(a)) == 2 * rollup.PAIR.itemsize  # empty bins take no room
+
+
+counts = st.dictionaries(st.integers(0, rollup.BINS - 1), st.integers(1, 2**32 - 1), max_size=8)
+
+
+@given(counts, counts, st.integers(0, 2), st.binary(max_size=11))
+def test_a_histogram_sum_is_the_sum_of_the_counts_however_stored(
+    a: dict[int, int], b: dict[int, int], damage: int, junk: bytes
+) -> None:
+    """The one-bin shortcut (a stored histogram plus a row's bin) and the long way agree, and a stored value
+    that is not as `encode` makes it (pairs out of order, a torn tail, junk) still adds pair by pair."""
+    stored = rollup.encode(a)
+    if damage == 1:
+        stored = stored[5:] + stored[:5]  # out of order
+    elif damage == 2:
+        stored += junk
+    expected: dict[int, int] = {}
+    for blob in (stored, rollup.encode(b)):
+        for index, count in struct.iter_unpack("<BI", blob[: len(blob) - len(blob) % 5]):
+            expected[index % rollup.BINS] = expected.get(index % rollup.BINS, 0) + count
+    total = rollup.add(stored, rollup.encode(b))  # in bin order, as encode makes them
+    assert total == b"".join(struct.pack("<BI", i, min(expected[i], 2**32 - 1)) for i in sorted(expected))
+    assert rollup.add(rollup.add(stored, b""), rollup.encode(b)) == rollup.add(stored, rollup.encode(b))
+
+
+def test_one_bin_added_to_a_stored_histogram_in_every_place() -> None:
+    """The writer's usual sum (a row's one bin into a stored histogram): before, between and after the stored
+    bins, on one of them, and up to the count's cap."""
+    for stored in ({}, {0: 1}, {5: 3, 6: 1, 7: 2**32 - 2, 40: 2, 81: 9}):
+        for index in range(rollup.BINS):
+            for count in (1, 2, 2**32 - 1):
+                total = rollup.add(rollup.encode(stored), rollup.encode({index: count}))
+                expected = {**stored, index: min(stored.get(index, 0) + count, 2**32 - 1)}
+                assert total == b"".join(struct.pack("<BI", i, expected[i]) for i in sorted(expected))
 
 
 def row(created: float, **extra: object) -> dict[str, object]:

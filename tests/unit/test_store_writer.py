@@ -445,3 +445,24 @@ def test_sanitise_makes_any_row_storable() -> None:
     assert (row["prompt_tokens"], row["cost"], row["latency_ms"], row["stream"]) == (12, 0.0, 0.0, False)
     assert "extra" not in row and row["id"] and row["status"] == "" and row["created"] > 0
     orjson.dumps(row)
+
+
+async def test_rows_that_come_during_a_write_wait_for_the_next_flush(tmp_path: Path) -> None:
+    """Under a steady stream of requests each flush writes one batch of what waited: the writer does not
+    chase the few rows that came while the last batch was written with a batch of their own (each batch
+    pays a transaction and its rollup upserts). So there are at most as many batches as flushes."""
+    path = sqlite_db(tmp_path)
+    log = SqliteLog(path)
+    insert = Switchable(log.insert)
+    writer = writer_for(insert, tmp_path / "spool")
+    writer.start()
+    started = time.monotonic()
+    for i in range(300):
+        writer.submit(Item(make_row(f"req-{i}")))
+        await asyncio.sleep(0.001)
+    elapsed = time.monotonic() - started
+    await writer.close(10)
+    await log.close()
+    assert len(stored(path)) == 300
+    assert sum(map(len, insert.calls)) == 300
+    assert len(insert.calls) <= elapsed / writer.flush_seconds + 2, [len(c) for c in insert.calls]

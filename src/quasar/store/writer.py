@@ -95,15 +95,23 @@ class LogWriter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), backoff)
             self._wake.clear()
-            backoff = self.flush_seconds if await self.drain() else min(max(backoff * 2, 0.1), MAX_BACKOFF_S)
+            ok = await self.drain(len(self._buffer))
+            backoff = self.flush_seconds if ok else min(max(backoff * 2, 0.1), MAX_BACKOFF_S)
 
-    async def drain(self) -> bool:
-        """Write the spool, then the buffer; False if the database failed."""
+    async def drain(self, limit: int | None = None) -> bool:
+        """Write the spool, then the buffer (or its first `limit` rows); False if the database failed.
+
+        The writer's loop passes the rows waiting when it woke: rows that come while they are written wait
+        for the next flush (or a full batch), rather than each going in a batch of the few that came during
+        the last one's insert. Under load that made batches of a handful of rows, each paying a batch's
+        transaction and its rollup upserts."""
+        left = len(self._buffer) if limit is None else limit
         try:
             if self.spool.pending():
                 await self._drain_spool()
-            while self._buffer:
-                batch = [self._buffer.popleft() for _ in range(min(self.batch_rows, len(self._buffer)))]
+            while self._buffer and left > 0:
+                batch = [self._buffer.popleft() for _ in range(min(self.batch_rows, len(self._buffer), left))]
+                left -= len(batch)
                 try:
                     rows = await _rows(batch)
                 except BaseException:
