@@ -7,10 +7,11 @@ import math
 import random
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quasar.store import rollup
+from quasar.store import rollup, rollup_bulk
 from quasar.store.usage import pieces
 
 
@@ -117,3 +118,27 @@ def test_pieces_cover_a_range_once_with_whole_buckets(a: float, b: float) -> Non
 def test_open_ranges_read_no_log_rows() -> None:
     assert pieces(-math.inf, math.inf, rollup.SPANS) == [(86400, -math.inf, math.inf)]
     assert pieces(100.0, math.inf, rollup.SPANS) == [(0, 100.0, 3600), (3600, 3600, 86400), (86400, 86400, math.inf)]
+
+
+def test_the_bulk_rollups_of_migration_0003_are_the_writers() -> None:
+    rng = random.Random(4)
+    rows = [
+        row(
+            86400 * 20000 + rng.random() * 3 * 86400,
+            model=rng.choice(["m", "n", None]),
+            key_id=rng.choice(["k", "j"]),
+            customer_identifier=rng.choice([None, "acme", "globex"]),
+            status=rng.choice(["ok", "ok", "error"]),
+            prompt_tokens=rng.randint(0, 900),
+            cost=rng.random(),
+            latency_ms=rng.lognormvariate(5, 3),
+            ttft_ms=rng.choice([None, rng.lognormvariate(3, 1)]),
+        )
+        for _ in range(3000)
+    ]
+    rows += [row(100.0, cost=float("nan"), prompt_tokens="many", latency_ms=None, model=7, ttft_ms=float("inf"))]
+    expected = rollup.rollups(rows)
+    got = rollup_bulk.rollups([tuple(r[c] for c in rollup_bulk.COLUMNS) for r in rows])
+    assert [r["id"] for r in got] == [r["id"] for r in expected]
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine == {**theirs, "cost": pytest.approx(theirs["cost"], rel=1e-12)}
