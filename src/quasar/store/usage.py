@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -59,46 +60,68 @@ def pieces(since: float, until: float, spans: tuple[int, ...]) -> list[tuple[int
 
 
 class _Sums:
-    """Totals per (time, group): scalars in one array, the two histograms as dense bin counts."""
+    """Totals per (time, group) of the parts read (rollup rows, log rows), kept as arrays until `totals`: a
+    part's rows carry their bucket's start time and their group's code, and only `totals` finds the slots."""
 
     def __init__(self, ttft: bool) -> None:
         self.ttft = ttft  # whether time-to-first-token is wanted (timeseries) or not (usage)
-        self.index: dict[tuple[Any, Any], int] = {}
-        self.parts: list[tuple[np.ndarray, np.ndarray]] = []  # (row -> slot, scalars)
-        self.bins: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"latency": [], "ttft": []}
+        self.groups: dict[Any, int] = {}  # group value -> code
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (times, group codes, scalars)
+        # (part, row in the part, bin, count) for each histogram
+        self.bins: dict[str, list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = {"latency": [], "ttft": []}
         if not ttft:
             del self.bins["ttft"]
 
-    def slots(self, keys: list[tuple[Any, Any]]) -> np.ndarray:
-        index = self.index
-        return np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.intp, count=len(keys))
+    def add(self, times: np.ndarray, groups: Sequence[Any], scalars: np.ndarray) -> int:
+        """A part's rows: their times, groups and scalars; returns the part's number for its histograms."""
+        index = self.groups
+        codes = np.fromiter((index.setdefault(g, len(index)) for g in groups), dtype=np.int64, count=len(groups))
+        self.parts.append((times, codes, scalars))
+        return len(self.parts) - 1
 
-    def add(self, slots: np.ndarray, scalars: np.ndarray) -> None:
-        self.parts.append((slots, scalars))
+    def add_bins(self, name: str, part: int, rows: np.ndarray, bins: np.ndarray, counts: np.ndarray) -> None:
+        self.bins[name].append((part, rows, bins, counts))
 
-    def add_bins(self, name: str, slots: np.ndarray, bins: np.ndarray, counts: np.ndarray) -> None:
-        self.bins[name].append((slots, bins, counts))
-
-    def add_blobs(self, name: str, slots: np.ndarray, blobs: list[bytes]) -> None:
+    def add_blobs(self, name: str, part: int, blobs: Sequence[bytes]) -> None:
         lengths = np.fromiter(map(len, blobs), dtype=np.intp, count=len(blobs)) // rollup.PAIR.itemsize
         pairs = np.frombuffer(b"".join(blobs), dtype=rollup.PAIR)
-        self.add_bins(name, np.repeat(slots, lengths), pairs["bin"].astype(np.intp), pairs["count"].astype(np.int64))
+        rows = np.repeat(np.arange(len(blobs)), lengths)
+        self.add_bins(name, part, rows, pairs["bin"].astype(np.intp), pairs["count"].astype(np.int64))
 
     def totals(self) -> tuple[list[tuple[Any, Any]], np.ndarray, dict[str, np.ndarray]]:
-        size = len(self.index)
+        """(time, group) of each slot, the scalars per slot, and each histogram's bin counts per slot."""
+        if not self.parts:
+            return [], np.zeros((0, _LOG_SCALARS)), {name: np.zeros((0, rollup.BINS)) for name in self.bins}
+        times = np.concatenate([times for times, _, _ in self.parts])
+        codes = np.concatenate([codes for _, codes, _ in self.parts])
+        keys, slot = np.unique(np.stack([times, codes], axis=1), axis=0, return_inverse=True)
+        slot = slot.reshape(-1)
+        offsets = np.cumsum([0] + [len(codes) for _, codes, _ in self.parts]).tolist()
+        size = len(keys)
         scalars = np.zeros((size, _LOG_SCALARS))
-        for slots, values in self.parts:
+        for part, (_, _, values) in enumerate(self.parts):
+            slots = slot[offsets[part] : offsets[part + 1]]
             for column in range(_LOG_SCALARS):
                 scalars[:, column] += np.bincount(slots, weights=values[:, column], minlength=size)
         hists = {}
         for name, parts in self.bins.items():
-            flat = np.zeros(size * rollup.BINS, dtype=np.int64)
-            for slots, bins, counts in parts:
-                flat += np.bincount(slots * rollup.BINS + bins, weights=counts, minlength=size * rollup.BINS).astype(
-                    np.int64
-                )
-            hists[name] = flat.reshape(size, rollup.BINS)
-        return list(self.index), scalars, hists
+            if not parts:
+                hists[name] = np.zeros((size, rollup.BINS), dtype=np.int64)
+                continue
+            cells = np.concatenate([slot[offsets[part] + rows] * rollup.BINS + bins for part, rows, bins, _ in parts])
+            counts = np.concatenate([counts for _, _, _, counts in parts])
+            flat = np.bincount(cells, weights=counts, minlength=size * rollup.BINS)
+            hists[name] = flat.astype(np.int64).reshape(size, rollup.BINS)
+        values = list(self.groups)
+        timed = self.ttft  # usage has no times: every row's is 0
+        return [(t if timed else None, values[c]) for t, c in keys.tolist()], scalars, hists
+
+
+def _times(starts: Sequence[float], size: int | None) -> np.ndarray:
+    """The start of the `size`-second bucket of each time (0 for all when there are no buckets)."""
+    if not size:
+        return np.zeros(len(starts), dtype=np.int64)
+    return (np.array(starts, dtype=np.float64) // size).astype(np.int64) * size
 
 
 async def _from_rollups(
@@ -123,12 +146,11 @@ async def _from_rollups(
     if not rows:
         return
     columns = list(zip(*rows, strict=True))
-    times = [t // size * size for t in columns[0]] if size else [None] * len(rows)
-    slots = sums.slots(list(zip(times, columns[1] if group else [None] * len(rows), strict=True)))
-    sums.add(slots, np.array(columns[2:8], dtype=np.float64).T)
-    sums.add_blobs("latency", slots, columns[8])
+    groups = columns[1] if group else [None] * len(rows)
+    part = sums.add(_times(columns[0], size), groups, np.array(columns[2:8], dtype=np.float64).T)
+    sums.add_blobs("latency", part, columns[8])
     if sums.ttft:
-        sums.add_blobs("ttft", slots, columns[9])
+        sums.add_blobs("ttft", part, columns[9])
 
 
 async def _from_log(
@@ -149,19 +171,19 @@ async def _from_log(
     rows = (await conn.execute(query)).all()
     if not rows:
         return
-    keys = [(int(row[0] // size) * size if size else None, row[1] if group else None) for row in rows]
-    slots = sums.slots(keys)
+    columns = list(zip(*rows, strict=True))
     scalars = np.array(
         [(1, row[2] or 0, row[3] or 0, row[4] or 0, row[5] or 0.0, row[6] != "ok") for row in rows], dtype=np.float64
     )
-    sums.add(slots, scalars)
+    part = sums.add(_times(columns[0], size), columns[1] if group else [None] * len(rows), scalars)
+    every = np.arange(len(rows))
     ones = np.ones(len(rows), dtype=np.int64)
-    latency = np.array([row[7] for row in rows], dtype=np.float64)
-    sums.add_bins("latency", slots, rollup.bins_of(latency), ones)
+    latency = np.array(columns[7], dtype=np.float64)
+    sums.add_bins("latency", part, every, rollup.bins_of(latency), ones)
     if sums.ttft:
-        ttft = np.array([np.nan if row[8] is None else row[8] for row in rows], dtype=np.float64)
+        ttft = np.array([np.nan if value is None else value for value in columns[8]], dtype=np.float64)
         streamed = ~np.isnan(ttft)
-        sums.add_bins("ttft", slots[streamed], rollup.bins_of(ttft[streamed]), ones[streamed])
+        sums.add_bins("ttft", part, every[streamed], rollup.bins_of(ttft[streamed]), ones[streamed])
 
 
 async def _gather(
@@ -184,29 +206,33 @@ async def _gather(
     return sums.totals()
 
 
-def _numbers(values: list[float]) -> dict[str, Any]:
-    requests, prompt, cached, completion, cost, errors = values
-    return {
-        "requests": int(requests),
-        "prompt_tokens": int(prompt),
-        "cached_tokens": int(cached),
-        "completion_tokens": int(completion),
-        "total_tokens": int(prompt) + int(completion),
-        "cost": float(cost),
-        "errors": int(errors),
-    }
+def _numbers(scalars: np.ndarray) -> list[dict[str, Any]]:
+    """Each slot's requests, tokens, cost and errors, as the API answers them."""
+    requests, prompt, cached, completion, errors = scalars[:, [0, 1, 2, 3, 5]].astype(np.int64).T.tolist()
+    return [
+        {
+            "requests": n,
+            "prompt_tokens": p,
+            "cached_tokens": c,
+            "completion_tokens": o,
+            "total_tokens": p + o,
+            "cost": cost,
+            "errors": e,
+        }
+        for n, p, c, o, cost, e in zip(
+            requests, prompt, cached, completion, scalars[:, 4].tolist(), errors, strict=True
+        )
+    ]
 
 
 async def usage(engine: AsyncEngine, group_by: str, where: LogFilter) -> list[dict[str, Any]]:
     """One row per group over the range `where` selects, most requests first."""
     keys, scalars, hists = await _gather(engine, where, group_by, None)
     p50, p95 = (rollup.percentiles(hists["latency"], f) for f in (0.5, 0.95))
-    scalars = scalars.tolist()
-    out = []
-    for slot, (_, group) in enumerate(keys):
-        out.append(
-            {group_by: group, **_numbers(scalars[slot]), "p50_latency_ms": p50[slot], "p95_latency_ms": p95[slot]}
-        )
+    out = [
+        {group_by: group, **numbers, "p50_latency_ms": p50[slot], "p95_latency_ms": p95[slot]}
+        for slot, ((_, group), numbers) in enumerate(zip(keys, _numbers(scalars), strict=True))
+    ]
     out.sort(key=lambda r: (-r["requests"], str(r[group_by])))
     return out
 
@@ -217,10 +243,8 @@ async def timeseries(engine: AsyncEngine, bucket: str, group_by: str | None, whe
     keys, scalars, hists = await _gather(engine, where, group_by, BUCKETS[bucket])
     lat50, lat95 = (rollup.percentiles(hists["latency"], f) for f in (0.5, 0.95))
     ttft50, ttft95 = (rollup.percentiles(hists["ttft"], f) for f in (0.5, 0.95))
-    scalars = scalars.tolist()
     out = []
-    for slot, (start, group) in enumerate(keys):
-        numbers = _numbers(scalars[slot])
+    for slot, ((start, group), numbers) in enumerate(zip(keys, _numbers(scalars), strict=True)):
         del numbers["cached_tokens"]
         out.append(
             {
