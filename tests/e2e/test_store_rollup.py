@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx2 as httpx
+import numpy as np
 import pytest
 from sqlalchemy import insert, select
 
@@ -20,6 +21,7 @@ from quasar.config import StoreConfig
 from quasar.ids import sortable_id
 from quasar.store import Store, migrate, rollup, usage
 from quasar.store.database import create_engine, parse_database_url
+from quasar.store.logs import LogFilter
 from quasar.store.schema import request_log, usage_rollup
 from tests.server import quasar_server
 from tests.store_support import MASTER, cli, pg_schema, tmp_sqlite_url
@@ -158,3 +160,54 @@ def test_budgets_start_from_the_rollups_as_the_log_sums_them(url: str) -> None:
                 expected[r[column]] = expected.get(r[column], 0.0) + r["cost"]
         assert got[by].keys() == expected.keys(), by
         assert all(got[by][k] == pytest.approx(v, rel=1e-12) for k, v in expected.items()), by
+
+
+async def read_usage(url: str, rows: list[dict[str, Any]], where: LogFilter) -> tuple[list, list]:
+    """Usage by customer and per day by customer over `where`, after `rows` were logged."""
+    store = Store(StoreConfig(url=url))
+    try:
+        await store.open()
+        await store.writer.insert(rows)
+        by_customer = await usage.usage(store.engine, "customer", where)
+        per_day = await usage.timeseries(store.engine, "day", "customer", where)
+        return by_customer, per_day
+    finally:
+        await store.close()
+
+
+def expected_usage(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    latency = np.bincount([rollup.bin_of(r["latency_ms"]) for r in rows], minlength=rollup.BINS)
+    return {
+        "requests": len(rows),
+        "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
+        "completion_tokens": sum(r["completion_tokens"] for r in rows),
+        "errors": sum(r["status"] != "ok" for r in rows),
+        "p50_latency_ms": rollup.percentile(latency, 0.5),
+        "p95_latency_ms": rollup.percentile(latency, 0.95),
+        "cost": pytest.approx(sum(r["cost"] for r in rows), rel=1e-9),
+    }
+
+
+def test_a_day_read_less_its_other_hours_is_the_sum_of_its_hours(url: str) -> None:
+    if url.startswith("postgresql"):
+        cli("db", "upgrade", env={"QUASAR_DATABASE_URL": url})
+    now = time.time()
+    day = now // 86400 * 86400 - 2 * 86400  # the day before yesterday, whole
+    since = day + 3.25 * 3600  # its hours from 4 on: read as the day less hours 0-3
+    assert (3600, day, day + 4 * 3600, -1) in usage.fewer_rows(usage.pieces(since, now, rollup.SPANS), rollup.SPANS)
+    rows = log_rows(600, now, seed=5)
+    rows.append({**rows[0], "id": sortable_id(), "created": day + 3600, "customer_identifier": "early"})
+    by_customer, per_day = asyncio.run(read_usage(url, rows, LogFilter(since=since, until=now)))
+    kept = [r for r in rows if since <= r["created"] < now]
+    assert {d["customer"] for d in by_customer} == {r["customer_identifier"] for r in kept}  # no "early"
+    for got in by_customer:
+        mine = [r for r in kept if r["customer_identifier"] == got["customer"]]
+        assert {k: got[k] for k in expected_usage(mine)} == expected_usage(mine)
+    assert {(d["time"], d["group"]) for d in per_day} == {
+        (r["created"] // 86400 * 86400, r["customer_identifier"]) for r in kept
+    }
+    for got in per_day:
+        mine = [
+            r for r in kept if r["customer_identifier"] == got["group"] and r["created"] // 86400 * 86400 == got["time"]
+        ]
+        assert {k: got[k] for k in expected_usage(mine)} == expected_usage(mine)

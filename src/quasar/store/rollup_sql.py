@@ -18,7 +18,7 @@ COLUMNS = (
 )  # fmt: skip
 _ADDED = ", ".join(f"{c} = usage_rollup.{c} + excluded.{c}" for c in rollup.SCALARS)
 _HISTS = ", ".join(f"{c} = quasar_hist_add(usage_rollup.{c}, excluded.{c})" for c in ("latency_bins", "ttft_bins"))
-_TAIL = f"ON CONFLICT (id) DO UPDATE SET {_ADDED}, {_HISTS}"
+_TAIL = f"ON CONFLICT (grouping, span, bucket, id) DO UPDATE SET {_ADDED}, {_HISTS}"
 SQLITE_UPSERT = f"INSERT INTO usage_rollup ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) {_TAIL}"
 UPSERT = text(f"INSERT INTO usage_rollup ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)}) {_TAIL}")
 

@@ -77,7 +77,7 @@ request_log = Table(
 
 # Usage rolled up as log rows are written (store/rollup.py): one row per grouping, span, bucket and group.
 # Stored in primary-key order, the order a range of buckets is read in (migration 0004; WITHOUT ROWID on
-# SQLite); `id`, a hash of the rest of the key, is what the writers' upsert conflicts on.
+# SQLite); `id` is a hash of the rest of the key, kept for the rows' identity across replicas.
 usage_rollup = Table(
     "usage_rollup",
     metadata,
@@ -97,7 +97,6 @@ usage_rollup = Table(
     Column("latency_bins", LargeBinary, nullable=False),
     Column("ttft_bins", LargeBinary, nullable=False),
     PrimaryKeyConstraint("grouping", "span", "bucket", "id", name="pk_usage_rollup"),
-    Index("ux_usage_rollup_id", "id", unique=True),
     Index("ix_usage_rollup_key", "key_id", "grouping", "span", "bucket"),
     sqlite_with_rowid=False,
 )

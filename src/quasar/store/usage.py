@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, select
+from sqlalchemy import Select, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from quasar.store import rollup
@@ -59,17 +59,36 @@ def pieces(since: float, until: float, spans: tuple[int, ...]) -> list[tuple[int
     return [*pieces(since, start, smaller), (span, start, end), *pieces(end, until, smaller)]
 
 
+def fewer_rows(cut: list[tuple[int, float, float]], spans: tuple[int, ...]) -> list[tuple[int, float, float, int]]:
+    """`pieces` as (span, start, end, sign): a piece of small buckets that fills more than half of one larger
+    bucket is read as that bucket (+1) less the small buckets of it outside the piece (-1), which is fewer
+    rows. A larger bucket's row is the sum of its smaller ones exactly (a log row adds to both at once)."""
+    out: list[tuple[int, float, float, int]] = []
+    for span, start, end in cut:
+        larger = [s for s in spans if s > span and s % span == 0] if span else []
+        outer = larger[-1] if larger else 0  # the next larger span
+        if outer and not (math.isinf(start) or math.isinf(end)):
+            first = start // outer * outer
+            if end <= first + outer and (end - start) / span > (outer / span + 1) / 2:
+                out.append((outer, first, first + outer, 1))
+                out += [(span, a, b, -1) for a, b in ((first, start), (end, first + outer)) if a < b]
+                continue
+        out.append((span, start, end, 1))
+    return out
+
+
 class _Sums:
     """Totals per (time, group) of the parts read (rollup rows, log rows), kept as arrays until `totals`: a
     part's rows carry their bucket's start time and their group's code, and only `totals` finds the slots."""
 
-    def __init__(self, ttft: bool) -> None:
-        self.ttft = ttft  # whether time-to-first-token is wanted (timeseries) or not (usage)
+    def __init__(self, size: int | None) -> None:
+        self.ttft = size is not None  # a timeseries: times and time-to-first-token; else usage: neither
+        self.step = size or 1
         self.groups: dict[Any, int] = {}  # group value -> code
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (times, group codes, scalars)
         # (part, row in the part, bin, count) for each histogram
         self.bins: dict[str, list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = {"latency": [], "ttft": []}
-        if not ttft:
+        if not self.ttft:
             del self.bins["ttft"]
 
     def add(self, times: np.ndarray, groups: Sequence[Any], scalars: np.ndarray) -> int:
@@ -82,27 +101,35 @@ class _Sums:
     def add_bins(self, name: str, part: int, rows: np.ndarray, bins: np.ndarray, counts: np.ndarray) -> None:
         self.bins[name].append((part, rows, bins, counts))
 
-    def add_blobs(self, name: str, part: int, blobs: Sequence[bytes]) -> None:
+    def add_blobs(self, name: str, part: int, blobs: Sequence[bytes], signs: np.ndarray) -> None:
+        """Stored histograms of a part's rows, each added (sign +1) or taken off (-1)."""
         lengths = np.fromiter(map(len, blobs), dtype=np.intp, count=len(blobs)) // rollup.PAIR.itemsize
         pairs = np.frombuffer(b"".join(blobs), dtype=rollup.PAIR)
         rows = np.repeat(np.arange(len(blobs)), lengths)
-        self.add_bins(name, part, rows, pairs["bin"].astype(np.intp), pairs["count"].astype(np.int64))
+        self.add_bins(name, part, rows, pairs["bin"].astype(np.intp), pairs["count"].astype(np.int64) * signs[rows])
 
     def totals(self) -> tuple[list[tuple[Any, Any]], np.ndarray, dict[str, np.ndarray]]:
-        """(time, group) of each slot, the scalars per slot, and each histogram's bin counts per slot."""
+        """(time, group) of each slot, in time order and then by the group's text; the scalars per slot; and
+        each histogram's bin counts per slot."""
         if not self.parts:
             return [], np.zeros((0, _LOG_SCALARS)), {name: np.zeros((0, rollup.BINS)) for name in self.bins}
         times = np.concatenate([times for times, _, _ in self.parts])
         codes = np.concatenate([codes for _, codes, _ in self.parts])
-        keys, slot = np.unique(np.stack([times, codes], axis=1), axis=0, return_inverse=True)
+        # slots in (time, str(group)) order: the groups ranked by their text, then one integer per (time, group)
+        values = list(self.groups)
+        order = sorted(range(len(values)), key=lambda code: str(values[code]))
+        rank = np.empty(len(values), dtype=np.int64)
+        rank[order] = np.arange(len(values))
+        first, step, count = int(times.min()), self.step, len(values)
+        keys, slot = np.unique((times - first) // step * count + rank[codes], return_inverse=True)
         slot = slot.reshape(-1)
         offsets = np.cumsum([0] + [len(codes) for _, codes, _ in self.parts]).tolist()
         size = len(keys)
         scalars = np.zeros((size, _LOG_SCALARS))
-        for part, (_, _, values) in enumerate(self.parts):
+        for part, (_, _, numbers) in enumerate(self.parts):
             slots = slot[offsets[part] : offsets[part + 1]]
             for column in range(_LOG_SCALARS):
-                scalars[:, column] += np.bincount(slots, weights=values[:, column], minlength=size)
+                scalars[:, column] += np.bincount(slots, weights=numbers[:, column], minlength=size)
         hists = {}
         for name, parts in self.bins.items():
             if not parts:
@@ -112,9 +139,16 @@ class _Sums:
             counts = np.concatenate([counts for _, _, _, counts in parts])
             flat = np.bincount(cells, weights=counts, minlength=size * rollup.BINS)
             hists[name] = flat.astype(np.int64).reshape(size, rollup.BINS)
-        values = list(self.groups)
-        timed = self.ttft  # usage has no times: every row's is 0
-        return [(t if timed else None, values[c]) for t, c in keys.tolist()], scalars, hists
+        starts = (first + keys // count * step).tolist() if self.ttft else [None] * len(keys)  # usage: no times
+        made = list(zip(starts, [values[order[r]] for r in (keys % count).tolist()], strict=True))
+        kept = scalars[:, 0] > 0  # a group whose rows were all in buckets taken off again has none
+        if kept.all():
+            return made, scalars, hists
+        return (
+            [k for k, keep in zip(made, kept.tolist(), strict=True) if keep],
+            scalars[kept],
+            {name: counts[kept] for name, counts in hists.items()},
+        )
 
 
 def _times(starts: Sequence[float], size: int | None) -> np.ndarray:
@@ -125,32 +159,38 @@ def _times(starts: Sequence[float], size: int | None) -> np.ndarray:
 
 
 async def _from_rollups(
-    conn: AsyncConnection, sums: _Sums, grouping: str, piece: tuple[int, float, float], where: LogFilter,
+    conn: AsyncConnection, sums: _Sums, grouping: str, parts: list[tuple[int, float, float, int]], where: LogFilter,
     group: str | None, size: int | None,
 ) -> None:  # fmt: skip
-    span, start, end = piece
+    """The rollup rows of every piece, in one statement (a UNION ALL of one primary-key range each): one
+    snapshot, so that the buckets taken off are the ones their larger bucket holds while rows are written."""
     r = usage_rollup.c
     hists = [r.latency_bins, r.ttft_bins] if sums.ttft else [r.latency_bins]
-    query = select(
-        r.bucket, r[group] if group else r.span, r.requests, r.prompt_tokens, r.cached_tokens, r.completion_tokens,
-        r.cost, r.errors, *hists,
-    ).where(r.grouping == grouping, r.span == span)  # fmt: skip
-    if not math.isinf(start):
-        query = query.where(r.bucket >= int(start))
-    if not math.isinf(end):
-        query = query.where(r.bucket < int(end))
-    for name in _FILTERED:
-        if (value := getattr(where, name)) is not None:
-            query = query.where(r[name] == value)
-    rows = (await conn.execute(query)).all()
+    ranges = []
+    for span, start, end, sign in parts:
+        query = select(
+            literal(sign), r.bucket, r[group] if group else r.span, r.requests, r.prompt_tokens, r.cached_tokens,
+            r.completion_tokens, r.cost, r.errors, *hists,
+        ).where(r.grouping == grouping, r.span == span)  # fmt: skip
+        if not math.isinf(start):
+            query = query.where(r.bucket >= int(start))
+        if not math.isinf(end):
+            query = query.where(r.bucket < int(end))
+        for name in _FILTERED:
+            if (value := getattr(where, name)) is not None:
+                query = query.where(r[name] == value)
+        ranges.append(query)
+    rows = (await conn.execute(union_all(*ranges) if len(ranges) > 1 else ranges[0])).all()
     if not rows:
         return
     columns = list(zip(*rows, strict=True))
-    groups = columns[1] if group else [None] * len(rows)
-    part = sums.add(_times(columns[0], size), groups, np.array(columns[2:8], dtype=np.float64).T)
-    sums.add_blobs("latency", part, columns[8])
+    signs = np.array(columns[0], dtype=np.int64)
+    groups = columns[2] if group else [None] * len(rows)
+    scalars = np.array(columns[3:9], dtype=np.float64).T * signs[:, None]
+    part = sums.add(_times(columns[1], size), groups, scalars)
+    sums.add_blobs("latency", part, columns[9], signs)
     if sums.ttft:
-        sums.add_blobs("ttft", part, columns[9])
+        sums.add_blobs("ttft", part, columns[10], signs)
 
 
 async def _from_log(
@@ -195,14 +235,14 @@ async def _gather(
     since = -math.inf if where.since is None else where.since
     until = math.inf if where.until is None else where.until
     spans = () if grouping is None else tuple(s for s in rollup.SPANS if size is None or s <= size and size % s == 0)
-    sums = _Sums(ttft=size is not None)
+    sums = _Sums(size)
+    cut = fewer_rows(pieces(since, until, spans), spans)
     async with engine.connect() as conn:
-        for piece in pieces(since, until, spans):
-            if piece[0] == 0:
-                await _from_log(conn, sums, piece, where, group, size)
-            else:
-                assert grouping is not None
-                await _from_rollups(conn, sums, grouping, piece, where, group, size)
+        for span, start, end, _ in cut:
+            if span == 0:
+                await _from_log(conn, sums, (0, start, end), where, group, size)
+        if grouping is not None and (parts := [piece for piece in cut if piece[0]]):
+            await _from_rollups(conn, sums, grouping, parts, where, group, size)
     return sums.totals()
 
 
@@ -257,8 +297,7 @@ async def timeseries(engine: AsyncEngine, bucket: str, group_by: str | None, whe
                 "p95_ttft_ms": ttft95[slot],
             }
         )
-    out.sort(key=lambda r: (r["time"], str(r["group"])))
-    return out
+    return out  # in the slots' order: by time, then by the group's text
 
 
 async def spent_since(engine: AsyncEngine, by: str, since: float) -> dict[str, float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from quasar.store import rollup_bulk, rollup_sql
+from quasar.store import rollup, rollup_bulk, rollup_sql
 
 revision = "0003"
 down_revision = "0002"
@@ -18,6 +18,15 @@ branch_labels = None
 depends_on = None
 
 BACKFILL_ROWS = 100_000
+# store/rollup_sql.py's upsert as this revision's table takes it: `id` was its primary key (0004 changed that)
+_SET = [f"{c} = usage_rollup.{c} + excluded.{c}" for c in rollup.SCALARS] + [
+    f"{c} = quasar_hist_add(usage_rollup.{c}, excluded.{c})" for c in ("latency_bins", "ttft_bins")
+]
+_VALUES = ", ".join(":" + c for c in rollup_sql.COLUMNS)
+UPSERT = sa.text(
+    f"INSERT INTO usage_rollup ({', '.join(rollup_sql.COLUMNS)}) VALUES ({_VALUES})"
+    f" ON CONFLICT (id) DO UPDATE SET {', '.join(_SET)}"
+)
 
 
 def upgrade() -> None:
@@ -56,7 +65,7 @@ def backfill(conn: sa.Connection) -> None:
         rows = conn.execute(sa.text(select), {"after": after}).all()
         if not rows:
             return
-        rollup_sql.upsert(conn, rollup_bulk.rollups([row[1:] for row in rows]))
+        conn.execute(UPSERT, rollup_bulk.rollups([row[1:] for row in rows]))
         after = rows[-1][0]
 
 

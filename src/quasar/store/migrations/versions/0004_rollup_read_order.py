@@ -5,9 +5,11 @@ rows lay wherever they were first written (SQLite: rowid order; the primary key 
 row. Now the primary key starts with (grouping, span, bucket). On SQLite the table is a WITHOUT ROWID one,
 so the rows of a range are consecutive in the file (rebuilt by Alembic's batch "recreate": the table is
 copied whole, then the old copy dropped). On PostgreSQL keys and indexes change in place and the table is
-clustered on the new key once (rows written later arrive in bucket order anyway). `id` stays unique, by its
-own index: the writers' upsert (store/rollup_sql.py) still names it as its conflict target. The (grouping,
-span, bucket) index of 0003 is the primary key's prefix now and is gone.
+clustered on the new key once (rows written later arrive in bucket order anyway). `id` is a hash of the
+rest of the row's key, so the new key is unique where `id` was; the writers' upsert (store/rollup_sql.py)
+names the whole key as its conflict target, the table's only unique index (on PostgreSQL a second unique
+index would fail a concurrent upsert that the first one lets through). The (grouping, span, bucket) index
+of 0003 is the primary key's prefix now and is gone.
 
 Revision ID: 0004
 Revises: 0003
@@ -44,7 +46,6 @@ def _shape() -> sa.Table:
         sa.Column("latency_bins", sa.LargeBinary, nullable=False),
         sa.Column("ttft_bins", sa.LargeBinary, nullable=False),
         sa.PrimaryKeyConstraint("grouping", "span", "bucket", "id", name="pk_usage_rollup"),
-        sa.Index("ux_usage_rollup_id", "id", unique=True),
         sa.Index("ix_usage_rollup_key", "key_id", "grouping", "span", "bucket"),
         sqlite_with_rowid=False,
     )
@@ -52,7 +53,6 @@ def _shape() -> sa.Table:
 
 # PostgreSQL changes keys and indexes in place; its heap has no order but the one CLUSTER gives it.
 POSTGRES = (
-    "CREATE UNIQUE INDEX ux_usage_rollup_id ON usage_rollup (id)",
     "ALTER TABLE usage_rollup DROP CONSTRAINT usage_rollup_pkey,"
     " ADD CONSTRAINT pk_usage_rollup PRIMARY KEY (grouping, span, bucket, id)",
     "DROP INDEX ix_usage_rollup_bucket",
