@@ -98,6 +98,7 @@ usage_rollup = Table(
     Column("ttft_bins", LargeBinary, nullable=False),
     PrimaryKeyConstraint("grouping", "span", "bucket", "id", name="pk_usage_rollup"),
     Index("ix_usage_rollup_key", "key_id", "grouping", "span", "bucket"),
+    Index("ix_usage_rollup_id", "id"),
     sqlite_with_rowid=False,
 )
 

@@ -246,23 +246,10 @@ async def _gather(
     return sums.totals()
 
 
-def _numbers(scalars: np.ndarray) -> list[dict[str, Any]]:
-    """Each slot's requests, tokens, cost and errors, as the API answers them."""
+def _columns(scalars: np.ndarray) -> tuple[list[Any], ...]:
+    """Each slot's requests, prompt, cached and completion tokens, cost and errors, as the API answers them."""
     requests, prompt, cached, completion, errors = scalars[:, [0, 1, 2, 3, 5]].astype(np.int64).T.tolist()
-    return [
-        {
-            "requests": n,
-            "prompt_tokens": p,
-            "cached_tokens": c,
-            "completion_tokens": o,
-            "total_tokens": p + o,
-            "cost": cost,
-            "errors": e,
-        }
-        for n, p, c, o, cost, e in zip(
-            requests, prompt, cached, completion, scalars[:, 4].tolist(), errors, strict=True
-        )
-    ]
+    return requests, prompt, cached, completion, scalars[:, 4].tolist(), errors
 
 
 async def usage(engine: AsyncEngine, group_by: str, where: LogFilter) -> list[dict[str, Any]]:
@@ -270,8 +257,19 @@ async def usage(engine: AsyncEngine, group_by: str, where: LogFilter) -> list[di
     keys, scalars, hists = await _gather(engine, where, group_by, None)
     p50, p95 = (rollup.percentiles(hists["latency"], f) for f in (0.5, 0.95))
     out = [
-        {group_by: group, **numbers, "p50_latency_ms": p50[slot], "p95_latency_ms": p95[slot]}
-        for slot, ((_, group), numbers) in enumerate(zip(keys, _numbers(scalars), strict=True))
+        {
+            group_by: group,
+            "requests": n,
+            "prompt_tokens": p,
+            "cached_tokens": c,
+            "completion_tokens": o,
+            "total_tokens": p + o,
+            "cost": cost,
+            "errors": e,
+            "p50_latency_ms": l50,
+            "p95_latency_ms": l95,
+        }
+        for (_, group), n, p, c, o, cost, e, l50, l95 in zip(keys, *_columns(scalars), p50, p95, strict=True)
     ]
     out.sort(key=lambda r: (-r["requests"], str(r[group_by])))
     return out
@@ -279,25 +277,31 @@ async def usage(engine: AsyncEngine, group_by: str, where: LogFilter) -> list[di
 
 async def timeseries(engine: AsyncEngine, bucket: str, group_by: str | None, where: LogFilter) -> list[dict[str, Any]]:
     """Per time bucket (and per group when `group_by` is set): requests, tokens, cost, errors, and the
-    p50/p95 of latency and time to first token. Oldest bucket first."""
+    p50/p95 of latency and time to first token. Oldest bucket first, then by the group's text (the order
+    of the slots)."""
     keys, scalars, hists = await _gather(engine, where, group_by, BUCKETS[bucket])
     lat50, lat95 = (rollup.percentiles(hists["latency"], f) for f in (0.5, 0.95))
     ttft50, ttft95 = (rollup.percentiles(hists["ttft"], f) for f in (0.5, 0.95))
-    out = []
-    for slot, ((start, group), numbers) in enumerate(zip(keys, _numbers(scalars), strict=True)):
-        del numbers["cached_tokens"]
-        out.append(
-            {
-                "time": start,
-                "group": group,
-                **numbers,
-                "p50_latency_ms": lat50[slot],
-                "p95_latency_ms": lat95[slot],
-                "p50_ttft_ms": ttft50[slot],
-                "p95_ttft_ms": ttft95[slot],
-            }
+    requests, prompt, _, completion, cost, errors = _columns(scalars)
+    return [
+        {
+            "time": start,
+            "group": group,
+            "requests": n,
+            "prompt_tokens": p,
+            "completion_tokens": o,
+            "total_tokens": p + o,
+            "cost": c,
+            "errors": e,
+            "p50_latency_ms": l50,
+            "p95_latency_ms": l95,
+            "p50_ttft_ms": t50,
+            "p95_ttft_ms": t95,
+        }
+        for (start, group), n, p, o, c, e, l50, l95, t50, t95 in zip(
+            keys, requests, prompt, completion, cost, errors, lat50, lat95, ttft50, ttft95, strict=True
         )
-    return out  # in the slots' order: by time, then by the group's text
+    ]
 
 
 async def spent_since(engine: AsyncEngine, by: str, since: float) -> dict[str, float]:

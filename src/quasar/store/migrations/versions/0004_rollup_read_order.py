@@ -8,8 +8,9 @@ copied whole, then the old copy dropped). On PostgreSQL keys and indexes change 
 clustered on the new key once (rows written later arrive in bucket order anyway). `id` is a hash of the
 rest of the row's key, so the new key is unique where `id` was; the writers' upsert (store/rollup_sql.py)
 names the whole key as its conflict target, the table's only unique index (on PostgreSQL a second unique
-index would fail a concurrent upsert that the first one lets through). The (grouping, span, bucket) index
-of 0003 is the primary key's prefix now and is gone.
+index would fail a concurrent upsert that the first one lets through); a plain index on `id` keeps
+looking a row up by its id cheap. The (grouping, span, bucket) index of 0003 is the primary key's prefix
+now and is gone.
 
 Revision ID: 0004
 Revises: 0003
@@ -47,6 +48,7 @@ def _shape() -> sa.Table:
         sa.Column("ttft_bins", sa.LargeBinary, nullable=False),
         sa.PrimaryKeyConstraint("grouping", "span", "bucket", "id", name="pk_usage_rollup"),
         sa.Index("ix_usage_rollup_key", "key_id", "grouping", "span", "bucket"),
+        sa.Index("ix_usage_rollup_id", "id"),
         sqlite_with_rowid=False,
     )
 
@@ -56,6 +58,7 @@ POSTGRES = (
     "ALTER TABLE usage_rollup DROP CONSTRAINT usage_rollup_pkey,"
     " ADD CONSTRAINT pk_usage_rollup PRIMARY KEY (grouping, span, bucket, id)",
     "DROP INDEX ix_usage_rollup_bucket",
+    "CREATE INDEX ix_usage_rollup_id ON usage_rollup (id)",
     "CLUSTER usage_rollup USING pk_usage_rollup",
     "ANALYZE usage_rollup",
 )
