@@ -211,3 +211,45 @@ def test_a_day_read_less_its_other_hours_is_the_sum_of_its_hours(url: str) -> No
             r for r in kept if r["customer_identifier"] == got["group"] and r["created"] // 86400 * 86400 == got["time"]
         ]
         assert {k: got[k] for k in expected_usage(mine)} == expected_usage(mine)
+
+
+async def upgrade_to_0003_and_forget_the_log(url: str, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Schema 0003 with its rollups of `rows`, then the log emptied (as retention would): the rollups left."""
+    await fill_at_0002(url, rows)
+    engine = create_engine(parse_database_url(url))
+    try:
+        await migrate.upgrade(engine, "0003")
+        async with engine.begin() as conn:
+            await conn.execute(request_log.delete())
+            stored = (await conn.execute(select(usage_rollup).order_by(usage_rollup.c.id))).all()
+    finally:
+        await engine.dispose()
+    return [tuple(row) for row in stored]
+
+
+async def layout(url: str) -> tuple[list[tuple[Any, ...]], str]:
+    """The stored rollup rows, and how the table is keyed: its SQLite definition or its PostgreSQL key."""
+    engine = create_engine(parse_database_url(url))
+    try:
+        async with engine.connect() as conn:
+            stored = (await conn.execute(select(usage_rollup).order_by(usage_rollup.c.id))).all()
+            if url.startswith("sqlite"):
+                shape = "SELECT sql FROM sqlite_master WHERE name = 'usage_rollup'"
+            else:
+                shape = "SELECT indexdef FROM pg_indexes WHERE indexname = 'pk_usage_rollup'"
+                shape += " AND schemaname = current_schema()"
+            return [tuple(row) for row in stored], (await conn.exec_driver_sql(shape)).scalar_one()
+    finally:
+        await engine.dispose()
+
+
+def test_0004_rekeys_the_rollups_and_keeps_every_row(url: str) -> None:
+    before = asyncio.run(upgrade_to_0003_and_forget_the_log(url, log_rows(300, time.time(), seed=9)))
+    assert len(before) > 100
+    assert "to revision 0004" in cli("db", "upgrade", env={"QUASAR_DATABASE_URL": url}).stdout
+    after, shape = asyncio.run(layout(url))
+    assert after == before  # nothing recomputed from the (now empty) log, nothing lost
+    if url.startswith("sqlite"):
+        assert "PRIMARY KEY (grouping, span, bucket, id)" in shape and "WITHOUT ROWID" in shape
+    else:
+        assert '("grouping", span, bucket, id)' in shape

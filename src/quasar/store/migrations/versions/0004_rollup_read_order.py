@@ -7,10 +7,10 @@ so the rows of a range are consecutive in the file (rebuilt by Alembic's batch "
 copied whole, then the old copy dropped). On PostgreSQL keys and indexes change in place and the table is
 clustered on the new key once (rows written later arrive in bucket order anyway). `id` is a hash of the
 rest of the row's key, so the new key is unique where `id` was; the writers' upsert (store/rollup_sql.py)
-names the whole key as its conflict target, the table's only unique index (on PostgreSQL a second unique
-index would fail a concurrent upsert that the first one lets through); a plain index on `id` keeps
-looking a row up by its id cheap. The (grouping, span, bucket) index of 0003 is the primary key's prefix
-now and is gone.
+names the whole key as its conflict target, the table's only unique index (PostgreSQL's ON CONFLICT
+arbitrates only the index it names: two replicas inserting the same new row at once could fail on any
+other unique index); a plain index on `id` keeps looking a row up by its id cheap. The (grouping, span,
+bucket) index of 0003 is the primary key's prefix now and is gone.
 
 Revision ID: 0004
 Revises: 0003
