@@ -8,11 +8,12 @@ import random
 import struct
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quasar.store import rollup
-from quasar.store.usage import pieces
+from quasar.store import rollup, rollup_bulk
+from quasar.store.usage import fewer_rows, pieces
 
 
 def nearest_rank(values: list[float], fraction: float) -> float:
@@ -152,3 +153,54 @@ def test_pieces_cover_a_range_once_with_whole_buckets(a: float, b: float) -> Non
 def test_open_ranges_read_no_log_rows() -> None:
     assert pieces(-math.inf, math.inf, rollup.SPANS) == [(86400, -math.inf, math.inf)]
     assert pieces(100.0, math.inf, rollup.SPANS) == [(0, 100.0, 3600), (3600, 3600, 86400), (86400, 86400, math.inf)]
+
+
+def test_the_bulk_rollups_of_migration_0003_are_the_writers() -> None:
+    rng = random.Random(4)
+    rows = [
+        row(
+            86400 * 20000 + rng.random() * 3 * 86400,
+            model=rng.choice(["m", "n", None]),
+            key_id=rng.choice(["k", "j"]),
+            customer_identifier=rng.choice([None, "acme", "globex"]),
+            status=rng.choice(["ok", "ok", "error"]),
+            prompt_tokens=rng.randint(0, 900),
+            cost=rng.random(),
+            latency_ms=rng.lognormvariate(5, 3),
+            ttft_ms=rng.choice([None, rng.lognormvariate(3, 1)]),
+        )
+        for _ in range(3000)
+    ]
+    rows += [row(100.0, cost=float("nan"), prompt_tokens="many", latency_ms=None, model=7, ttft_ms=float("inf"))]
+    expected = rollup.rollups(rows)
+    got = rollup_bulk.rollups([tuple(r[c] for c in rollup_bulk.COLUMNS) for r in rows])
+    assert [r["id"] for r in got] == [r["id"] for r in expected]
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine == {**theirs, "cost": pytest.approx(theirs["cost"], rel=1e-12)}
+
+
+@given(st.floats(min_value=0, max_value=1e7), st.floats(min_value=0, max_value=1e7), st.lists(st.floats(0, 1e7)))
+def test_fewer_rows_still_counts_each_moment_of_the_range_once(a: float, b: float, moments: list[float]) -> None:
+    since, until = sorted((a, b))
+    cut = fewer_rows(pieces(since, until, rollup.SPANS), rollup.SPANS)
+    for t in [*moments, since, until, math.nextafter(until, 0)]:
+        assert sum(sign for _, start, end, sign in cut if start <= t < end) == (since <= t < until)
+    for span, start, end, sign in cut:
+        assert sign == 1 or (span == 3600 and start % 3600 == 0 and end % 3600 == 0)
+
+
+def test_most_of_a_day_is_read_as_the_day_less_its_other_hours() -> None:
+    day = 86400 * 20000
+    cut = fewer_rows(pieces(day + 3.5 * 3600, math.inf, rollup.SPANS), rollup.SPANS)
+    assert cut == [
+        (0, day + 3.5 * 3600, day + 4 * 3600, 1),
+        (86400, day, day + 86400, 1),
+        (3600, day, day + 4 * 3600, -1),
+        (86400, day + 86400, math.inf, 1),
+    ]
+    few = fewer_rows(pieces(day + 20.5 * 3600, day + 86400 * 2, rollup.SPANS), rollup.SPANS)
+    assert few == [
+        (0, day + 20.5 * 3600, day + 21 * 3600, 1),
+        (3600, day + 21 * 3600, day + 86400, 1),
+        (86400, day + 86400, day + 2 * 86400, 1),
+    ]

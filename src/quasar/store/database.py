@@ -82,11 +82,13 @@ def _json_dumps(value: Any) -> str:
 
 
 def sqlite_pragmas(dbapi_connection: Any) -> None:
-    """WAL, normal sync, a 30 s busy wait and the rollups' quasar_hist_add, on every SQLite connection Quasar
-    opens."""
+    """WAL, normal sync, a 30 s busy wait, a page cache of up to 16 MiB (SQLite's default 2 MiB is less than
+    the rollup rows of a 30-day dashboard query) and the rollups' quasar_hist_add, on every SQLite connection
+    Quasar opens."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA cache_size=-16384")
     cursor.close()
     register_sqlite(dbapi_connection)

@@ -23,7 +23,7 @@ _HISTS = ", ".join(
     f" ELSE quasar_hist_add(usage_rollup.{c}, excluded.{c}) END"
     for c in ("latency_bins", "ttft_bins")
 )
-_TAIL = f"ON CONFLICT (id) DO UPDATE SET {_ADDED}, {_HISTS}"
+_TAIL = f"ON CONFLICT (grouping, span, bucket, id) DO UPDATE SET {_ADDED}, {_HISTS}"
 # SQLite's log writer holds the database's write lock (BEGIN IMMEDIATE) from its inserts to its commit, so
 # no one can add or change a rollup row between its read and its write: it reads the stored rows of a batch
 # (one statement), adds in Python, and updates those and inserts the others; no upsert, and no call of

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -75,10 +76,12 @@ request_log = Table(
 )
 
 # Usage rolled up as log rows are written (store/rollup.py): one row per grouping, span, bucket and group.
+# Stored in primary-key order, the order a range of buckets is read in (migration 0004; WITHOUT ROWID on
+# SQLite); `id` is a hash of the rest of the key, kept for the rows' identity across replicas.
 usage_rollup = Table(
     "usage_rollup",
     metadata,
-    Column("id", String(32), primary_key=True),
+    Column("id", String(32), nullable=False),
     Column("grouping", String(16), nullable=False),
     Column("span", Integer, nullable=False),
     Column("bucket", BigInteger, nullable=False),
@@ -93,8 +96,10 @@ usage_rollup = Table(
     Column("errors", BigInteger, nullable=False),
     Column("latency_bins", LargeBinary, nullable=False),
     Column("ttft_bins", LargeBinary, nullable=False),
-    Index("ix_usage_rollup_bucket", "grouping", "span", "bucket"),
+    PrimaryKeyConstraint("grouping", "span", "bucket", "id", name="pk_usage_rollup"),
     Index("ix_usage_rollup_key", "key_id", "grouping", "span", "bucket"),
+    Index("ix_usage_rollup_id", "id"),
+    sqlite_with_rowid=False,
 )
 
 # Responses API conversations (store/responses.py): `input` is the conversation up to this answer,

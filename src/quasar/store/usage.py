@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from quasar.store import rollup
@@ -58,77 +59,138 @@ def pieces(since: float, until: float, spans: tuple[int, ...]) -> list[tuple[int
     return [*pieces(since, start, smaller), (span, start, end), *pieces(end, until, smaller)]
 
 
-class _Sums:
-    """Totals per (time, group): scalars in one array, the two histograms as dense bin counts."""
+def fewer_rows(cut: list[tuple[int, float, float]], spans: tuple[int, ...]) -> list[tuple[int, float, float, int]]:
+    """`pieces` as (span, start, end, sign): a piece of small buckets that fills more than half of one larger
+    bucket is read as that bucket (+1) less the small buckets of it outside the piece (-1), which is fewer
+    rows. A larger bucket's row is the sum of its smaller ones exactly (a log row adds to both at once)."""
+    out: list[tuple[int, float, float, int]] = []
+    for span, start, end in cut:
+        larger = [s for s in spans if s > span and s % span == 0] if span else []
+        outer = larger[-1] if larger else 0  # the next larger span
+        if outer and not (math.isinf(start) or math.isinf(end)):
+            first = start // outer * outer
+            if end <= first + outer and (end - start) / span > (outer / span + 1) / 2:
+                out.append((outer, first, first + outer, 1))
+                out += [(span, a, b, -1) for a, b in ((first, start), (end, first + outer)) if a < b]
+                continue
+        out.append((span, start, end, 1))
+    return out
 
-    def __init__(self, ttft: bool) -> None:
-        self.ttft = ttft  # whether time-to-first-token is wanted (timeseries) or not (usage)
-        self.index: dict[tuple[Any, Any], int] = {}
-        self.parts: list[tuple[np.ndarray, np.ndarray]] = []  # (row -> slot, scalars)
-        self.bins: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"latency": [], "ttft": []}
-        if not ttft:
+
+class _Sums:
+    """Totals per (time, group) of the parts read (rollup rows, log rows), kept as arrays until `totals`: a
+    part's rows carry their bucket's start time and their group's code, and only `totals` finds the slots."""
+
+    def __init__(self, size: int | None) -> None:
+        self.ttft = size is not None  # a timeseries: times and time-to-first-token; else usage: neither
+        self.step = size or 1
+        self.groups: dict[Any, int] = {}  # group value -> code
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (times, group codes, scalars)
+        # (part, row in the part, bin, count) for each histogram
+        self.bins: dict[str, list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = {"latency": [], "ttft": []}
+        if not self.ttft:
             del self.bins["ttft"]
 
-    def slots(self, keys: list[tuple[Any, Any]]) -> np.ndarray:
-        index = self.index
-        return np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.intp, count=len(keys))
+    def add(self, times: np.ndarray, groups: Sequence[Any], scalars: np.ndarray) -> int:
+        """A part's rows: their times, groups and scalars; returns the part's number for its histograms."""
+        index = self.groups
+        codes = np.fromiter((index.setdefault(g, len(index)) for g in groups), dtype=np.int64, count=len(groups))
+        self.parts.append((times, codes, scalars))
+        return len(self.parts) - 1
 
-    def add(self, slots: np.ndarray, scalars: np.ndarray) -> None:
-        self.parts.append((slots, scalars))
+    def add_bins(self, name: str, part: int, rows: np.ndarray, bins: np.ndarray, counts: np.ndarray) -> None:
+        self.bins[name].append((part, rows, bins, counts))
 
-    def add_bins(self, name: str, slots: np.ndarray, bins: np.ndarray, counts: np.ndarray) -> None:
-        self.bins[name].append((slots, bins, counts))
-
-    def add_blobs(self, name: str, slots: np.ndarray, blobs: list[bytes]) -> None:
+    def add_blobs(self, name: str, part: int, blobs: Sequence[bytes], signs: np.ndarray) -> None:
+        """Stored histograms of a part's rows, each added (sign +1) or taken off (-1)."""
         lengths = np.fromiter(map(len, blobs), dtype=np.intp, count=len(blobs)) // rollup.PAIR.itemsize
         pairs = np.frombuffer(b"".join(blobs), dtype=rollup.PAIR)
-        self.add_bins(name, np.repeat(slots, lengths), pairs["bin"].astype(np.intp), pairs["count"].astype(np.int64))
+        rows = np.repeat(np.arange(len(blobs)), lengths)
+        self.add_bins(name, part, rows, pairs["bin"].astype(np.intp), pairs["count"].astype(np.int64) * signs[rows])
 
     def totals(self) -> tuple[list[tuple[Any, Any]], np.ndarray, dict[str, np.ndarray]]:
-        size = len(self.index)
+        """(time, group) of each slot, in time order and then by the group's text; the scalars per slot; and
+        each histogram's bin counts per slot."""
+        if not self.parts:
+            return [], np.zeros((0, _LOG_SCALARS)), {name: np.zeros((0, rollup.BINS)) for name in self.bins}
+        times = np.concatenate([times for times, _, _ in self.parts])
+        codes = np.concatenate([codes for _, codes, _ in self.parts])
+        # slots in (time, str(group)) order: the groups ranked by their text, then one integer per (time, group)
+        values = list(self.groups)
+        order = sorted(range(len(values)), key=lambda code: str(values[code]))
+        rank = np.empty(len(values), dtype=np.int64)
+        rank[order] = np.arange(len(values))
+        first, step, count = int(times.min()), self.step, len(values)
+        keys, slot = np.unique((times - first) // step * count + rank[codes], return_inverse=True)
+        slot = slot.reshape(-1)
+        offsets = np.cumsum([0] + [len(codes) for _, codes, _ in self.parts]).tolist()
+        size = len(keys)
         scalars = np.zeros((size, _LOG_SCALARS))
-        for slots, values in self.parts:
+        for part, (_, _, numbers) in enumerate(self.parts):
+            slots = slot[offsets[part] : offsets[part + 1]]
             for column in range(_LOG_SCALARS):
-                scalars[:, column] += np.bincount(slots, weights=values[:, column], minlength=size)
+                scalars[:, column] += np.bincount(slots, weights=numbers[:, column], minlength=size)
         hists = {}
         for name, parts in self.bins.items():
-            flat = np.zeros(size * rollup.BINS, dtype=np.int64)
-            for slots, bins, counts in parts:
-                flat += np.bincount(slots * rollup.BINS + bins, weights=counts, minlength=size * rollup.BINS).astype(
-                    np.int64
-                )
-            hists[name] = flat.reshape(size, rollup.BINS)
-        return list(self.index), scalars, hists
+            if not parts:
+                hists[name] = np.zeros((size, rollup.BINS), dtype=np.int64)
+                continue
+            cells = np.concatenate([slot[offsets[part] + rows] * rollup.BINS + bins for part, rows, bins, _ in parts])
+            counts = np.concatenate([counts for _, _, _, counts in parts])
+            flat = np.bincount(cells, weights=counts, minlength=size * rollup.BINS)
+            hists[name] = flat.astype(np.int64).reshape(size, rollup.BINS)
+        starts = (first + keys // count * step).tolist() if self.ttft else [None] * len(keys)  # usage: no times
+        made = list(zip(starts, [values[order[r]] for r in (keys % count).tolist()], strict=True))
+        kept = scalars[:, 0] > 0  # a group whose rows were all in buckets taken off again has none
+        if kept.all():
+            return made, scalars, hists
+        return (
+            [k for k, keep in zip(made, kept.tolist(), strict=True) if keep],
+            scalars[kept],
+            {name: counts[kept] for name, counts in hists.items()},
+        )
+
+
+def _times(starts: Sequence[float], size: int | None) -> np.ndarray:
+    """The start of the `size`-second bucket of each time (0 for all when there are no buckets)."""
+    if not size:
+        return np.zeros(len(starts), dtype=np.int64)
+    return (np.array(starts, dtype=np.float64) // size).astype(np.int64) * size
 
 
 async def _from_rollups(
-    conn: AsyncConnection, sums: _Sums, grouping: str, piece: tuple[int, float, float], where: LogFilter,
+    conn: AsyncConnection, sums: _Sums, grouping: str, parts: list[tuple[int, float, float, int]], where: LogFilter,
     group: str | None, size: int | None,
 ) -> None:  # fmt: skip
-    span, start, end = piece
+    """The rollup rows of every piece, in one statement (a UNION ALL of one primary-key range each): one
+    snapshot, so that the buckets taken off are the ones their larger bucket holds while rows are written."""
     r = usage_rollup.c
     hists = [r.latency_bins, r.ttft_bins] if sums.ttft else [r.latency_bins]
-    query = select(
-        r.bucket, r[group] if group else r.span, r.requests, r.prompt_tokens, r.cached_tokens, r.completion_tokens,
-        r.cost, r.errors, *hists,
-    ).where(r.grouping == grouping, r.span == span)  # fmt: skip
-    if not math.isinf(start):
-        query = query.where(r.bucket >= int(start))
-    if not math.isinf(end):
-        query = query.where(r.bucket < int(end))
-    for name in _FILTERED:
-        if (value := getattr(where, name)) is not None:
-            query = query.where(r[name] == value)
-    rows = (await conn.execute(query)).all()
+    ranges = []
+    for span, start, end, sign in parts:
+        query = select(
+            literal(sign), r.bucket, r[group] if group else r.span, r.requests, r.prompt_tokens, r.cached_tokens,
+            r.completion_tokens, r.cost, r.errors, *hists,
+        ).where(r.grouping == grouping, r.span == span)  # fmt: skip
+        if not math.isinf(start):
+            query = query.where(r.bucket >= int(start))
+        if not math.isinf(end):
+            query = query.where(r.bucket < int(end))
+        for name in _FILTERED:
+            if (value := getattr(where, name)) is not None:
+                query = query.where(r[name] == value)
+        ranges.append(query)
+    rows = (await conn.execute(union_all(*ranges) if len(ranges) > 1 else ranges[0])).all()
     if not rows:
         return
     columns = list(zip(*rows, strict=True))
-    times = [t // size * size for t in columns[0]] if size else [None] * len(rows)
-    slots = sums.slots(list(zip(times, columns[1] if group else [None] * len(rows), strict=True)))
-    sums.add(slots, np.array(columns[2:8], dtype=np.float64).T)
-    sums.add_blobs("latency", slots, columns[8])
+    signs = np.array(columns[0], dtype=np.int64)
+    groups = columns[2] if group else [None] * len(rows)
+    scalars = np.array(columns[3:9], dtype=np.float64).T * signs[:, None]
+    part = sums.add(_times(columns[1], size), groups, scalars)
+    sums.add_blobs("latency", part, columns[9], signs)
     if sums.ttft:
-        sums.add_blobs("ttft", slots, columns[9])
+        sums.add_blobs("ttft", part, columns[10], signs)
 
 
 async def _from_log(
@@ -149,19 +211,19 @@ async def _from_log(
     rows = (await conn.execute(query)).all()
     if not rows:
         return
-    keys = [(int(row[0] // size) * size if size else None, row[1] if group else None) for row in rows]
-    slots = sums.slots(keys)
+    columns = list(zip(*rows, strict=True))
     scalars = np.array(
         [(1, row[2] or 0, row[3] or 0, row[4] or 0, row[5] or 0.0, row[6] != "ok") for row in rows], dtype=np.float64
     )
-    sums.add(slots, scalars)
+    part = sums.add(_times(columns[0], size), columns[1] if group else [None] * len(rows), scalars)
+    every = np.arange(len(rows))
     ones = np.ones(len(rows), dtype=np.int64)
-    latency = np.array([row[7] for row in rows], dtype=np.float64)
-    sums.add_bins("latency", slots, rollup.bins_of(latency), ones)
+    latency = np.array(columns[7], dtype=np.float64)
+    sums.add_bins("latency", part, every, rollup.bins_of(latency), ones)
     if sums.ttft:
-        ttft = np.array([np.nan if row[8] is None else row[8] for row in rows], dtype=np.float64)
+        ttft = np.array([np.nan if value is None else value for value in columns[8]], dtype=np.float64)
         streamed = ~np.isnan(ttft)
-        sums.add_bins("ttft", slots[streamed], rollup.bins_of(ttft[streamed]), ones[streamed])
+        sums.add_bins("ttft", part, every[streamed], rollup.bins_of(ttft[streamed]), ones[streamed])
 
 
 async def _gather(
@@ -173,74 +235,78 @@ async def _gather(
     since = -math.inf if where.since is None else where.since
     until = math.inf if where.until is None else where.until
     spans = () if grouping is None else tuple(s for s in rollup.SPANS if size is None or s <= size and size % s == 0)
-    sums = _Sums(ttft=size is not None)
+    sums = _Sums(size)
+    cut = fewer_rows(pieces(since, until, spans), spans)
     async with engine.connect() as conn:
-        for piece in pieces(since, until, spans):
-            if piece[0] == 0:
-                await _from_log(conn, sums, piece, where, group, size)
-            else:
-                assert grouping is not None
-                await _from_rollups(conn, sums, grouping, piece, where, group, size)
+        for span, start, end, _ in cut:
+            if span == 0:
+                await _from_log(conn, sums, (0, start, end), where, group, size)
+        if grouping is not None and (parts := [piece for piece in cut if piece[0]]):
+            await _from_rollups(conn, sums, grouping, parts, where, group, size)
     return sums.totals()
 
 
-def _numbers(values: list[float]) -> dict[str, Any]:
-    requests, prompt, cached, completion, cost, errors = values
-    return {
-        "requests": int(requests),
-        "prompt_tokens": int(prompt),
-        "cached_tokens": int(cached),
-        "completion_tokens": int(completion),
-        "total_tokens": int(prompt) + int(completion),
-        "cost": float(cost),
-        "errors": int(errors),
-    }
+def _columns(scalars: np.ndarray) -> tuple[list[Any], ...]:
+    """Each slot's requests, prompt, cached and completion tokens, cost and errors, as the API answers them."""
+    requests, prompt, cached, completion, errors = scalars[:, [0, 1, 2, 3, 5]].astype(np.int64).T.tolist()
+    return requests, prompt, cached, completion, scalars[:, 4].tolist(), errors
 
 
 async def usage(engine: AsyncEngine, group_by: str, where: LogFilter) -> list[dict[str, Any]]:
     """One row per group over the range `where` selects, most requests first."""
     keys, scalars, hists = await _gather(engine, where, group_by, None)
     p50, p95 = (rollup.percentiles(hists["latency"], f) for f in (0.5, 0.95))
-    scalars = scalars.tolist()
-    out = []
-    for slot, (_, group) in enumerate(keys):
-        out.append(
-            {group_by: group, **_numbers(scalars[slot]), "p50_latency_ms": p50[slot], "p95_latency_ms": p95[slot]}
-        )
+    out = [
+        {
+            group_by: group,
+            "requests": n,
+            "prompt_tokens": p,
+            "cached_tokens": c,
+            "completion_tokens": o,
+            "total_tokens": p + o,
+            "cost": cost,
+            "errors": e,
+            "p50_latency_ms": l50,
+            "p95_latency_ms": l95,
+        }
+        for (_, group), n, p, c, o, cost, e, l50, l95 in zip(keys, *_columns(scalars), p50, p95, strict=True)
+    ]
     out.sort(key=lambda r: (-r["requests"], str(r[group_by])))
     return out
 
 
 async def timeseries(engine: AsyncEngine, bucket: str, group_by: str | None, where: LogFilter) -> list[dict[str, Any]]:
     """Per time bucket (and per group when `group_by` is set): requests, tokens, cost, errors, and the
-    p50/p95 of latency and time to first token. Oldest bucket first."""
+    p50/p95 of latency and time to first token. Oldest bucket first, then by the group's text (the order
+    of the slots)."""
     keys, scalars, hists = await _gather(engine, where, group_by, BUCKETS[bucket])
     lat50, lat95 = (rollup.percentiles(hists["latency"], f) for f in (0.5, 0.95))
     ttft50, ttft95 = (rollup.percentiles(hists["ttft"], f) for f in (0.5, 0.95))
-    scalars = scalars.tolist()
-    out = []
-    for slot, (start, group) in enumerate(keys):
-        numbers = _numbers(scalars[slot])
-        del numbers["cached_tokens"]
-        out.append(
-            {
-                "time": start,
-                "group": group,
-                **numbers,
-                "p50_latency_ms": lat50[slot],
-                "p95_latency_ms": lat95[slot],
-                "p50_ttft_ms": ttft50[slot],
-                "p95_ttft_ms": ttft95[slot],
-            }
+    requests, prompt, _, completion, cost, errors = _columns(scalars)
+    return [
+        {
+            "time": start,
+            "group": group,
+            "requests": n,
+            "prompt_tokens": p,
+            "completion_tokens": o,
+            "total_tokens": p + o,
+            "cost": c,
+            "errors": e,
+            "p50_latency_ms": l50,
+            "p95_latency_ms": l95,
+            "p50_ttft_ms": t50,
+            "p95_ttft_ms": t95,
+        }
+        for (start, group), n, p, o, c, e, l50, l95, t50, t95 in zip(
+            keys, requests, prompt, completion, cost, errors, lat50, lat95, ttft50, ttft95, strict=True
         )
-    out.sort(key=lambda r: (r["time"], str(r["group"])))
-    return out
+    ]
 
 
 async def spent_since(engine: AsyncEngine, by: str, since: float) -> dict[str, float]:
-    """USD spent per key id or per customer since a time, from the request log."""
-    c = request_log.c
-    column = c[GROUPS[by]]
-    query = select(column, func.sum(c.cost)).where(c.created >= since, column.is_not(None)).group_by(column)
-    async with engine.connect() as conn:
-        return {str(group): float(total or 0) for group, total in (await conn.execute(query)).all()}
+    """USD spent per key id or per customer since a time: read as `usage` reads it (the rollups, and the log
+    for the part of an hour at `since`), so a start-up reads a few thousand rows, not a month of the log."""
+    keys, scalars, _ = await _gather(engine, LogFilter(since=since), by, None)
+    costs = scalars[:, rollup.SCALARS.index("cost")].tolist()
+    return {str(group): cost for (_, group), cost in zip(keys, costs, strict=True) if group is not None}

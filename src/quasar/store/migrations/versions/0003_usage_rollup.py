@@ -10,16 +10,23 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from quasar.store import rollup, rollup_sql
+from quasar.store import rollup, rollup_bulk, rollup_sql
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-BACKFILL_ROWS = 20_000
-SOURCE = ("id", "created", "model", "key_id", "customer_identifier", "status", "prompt_tokens", "cached_tokens",
-          "completion_tokens", "cost", "latency_ms", "ttft_ms")  # fmt: skip
+BACKFILL_ROWS = 100_000
+# store/rollup_sql.py's upsert as this revision's table takes it: `id` was its primary key (0004 changed that)
+_SET = [f"{c} = usage_rollup.{c} + excluded.{c}" for c in rollup.SCALARS] + [
+    f"{c} = quasar_hist_add(usage_rollup.{c}, excluded.{c})" for c in ("latency_bins", "ttft_bins")
+]
+_VALUES = ", ".join(":" + c for c in rollup_sql.COLUMNS)
+UPSERT = sa.text(
+    f"INSERT INTO usage_rollup ({', '.join(rollup_sql.COLUMNS)}) VALUES ({_VALUES})"
+    f" ON CONFLICT (id) DO UPDATE SET {', '.join(_SET)}"
+)
 
 
 def upgrade() -> None:
@@ -50,15 +57,16 @@ def upgrade() -> None:
 
 
 def backfill(conn: sa.Connection) -> None:
-    """Roll up every row already logged, BACKFILL_ROWS at a time in id (time) order."""
-    select = f"SELECT {', '.join(SOURCE)} FROM request_log WHERE id > :after ORDER BY id LIMIT {BACKFILL_ROWS}"
+    """Roll up every row already logged, BACKFILL_ROWS at a time in id (time) order (store/rollup_bulk.py)."""
+    columns = ", ".join(rollup_bulk.COLUMNS)
+    select = f"SELECT id, {columns} FROM request_log WHERE id > :after ORDER BY id LIMIT {BACKFILL_ROWS}"
     after = ""
     while True:
-        rows = [dict(r) for r in conn.execute(sa.text(select), {"after": after}).mappings()]
+        rows = conn.execute(sa.text(select), {"after": after}).all()
         if not rows:
             return
-        rollup_sql.upsert(conn, rollup.rollups(rows))
-        after = rows[-1]["id"]
+        conn.execute(UPSERT, rollup_bulk.rollups([row[1:] for row in rows]))
+        after = rows[-1][0]
 
 
 def downgrade() -> None:
