@@ -138,6 +138,12 @@ def test_bad_query_parameters_are_400_naming_them(gw: Running, path: str, params
     assert got.json()["error"]["param"] == param
 
 
+def binned(ms: float) -> Any:
+    """What docs/api.md says a percentile whose true value is `ms` reads as: 0.5 below 1 ms, else within the
+    bins' bound (the fake upstream answers in about a millisecond, so both happen)."""
+    return 0.5 if ms < 1 else pytest.approx(ms, rel=BIN_ERROR)
+
+
 def test_timeseries_counts_per_bucket_and_group(gw: Running, traffic: dict[str, Any]) -> None:
     body = get(gw, "/v1/usage/timeseries", bucket="day", group_by="model").json()
     assert body["bucket_seconds"] == 86400
@@ -152,8 +158,8 @@ def test_timeseries_counts_per_bucket_and_group(gw: Running, traffic: dict[str, 
     beta = sorted(r["latency_ms"] for r in get(gw, "/v1/requests", model="m-beta").json()["data"])
     totals = get(gw, "/v1/usage/timeseries", bucket="day", model="m-beta", **{"from": time.time() - 3600}).json()
     (only,) = totals["data"]
-    assert only["p50_latency_ms"] == pytest.approx(beta[2], rel=BIN_ERROR)
-    assert only["p95_latency_ms"] == pytest.approx(beta[4], rel=BIN_ERROR)
+    assert only["p50_latency_ms"] == binned(beta[2])
+    assert only["p95_latency_ms"] == binned(beta[4])
     assert only["p50_ttft_ms"] is None  # none of them streamed
     minutes = get(gw, "/v1/usage/timeseries", bucket="minute", customer="acme").json()["data"]
     assert sum(r["requests"] for r in minutes) == 2 and all(r["group"] is None for r in minutes)
