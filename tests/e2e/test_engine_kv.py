@@ -14,39 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2 as httpx
 import pytest
 
+from tests.local_config import NO_EOS, local_config
 from tests.server import Running, quasar_server, raw_chat
 
 ASK = [{"role": "user", "content": "Write a story."}]
-NO_EOS = {"0": -100, "2": -100}  # SmolLM2's <|endoftext|> and <|im_end|> banned: it runs to its limit
-
-SHARED = """
-models:
-  - name: spark
-    deployments:
-      - engine: llamacpp
-        path: builtin:smollm2-135m-instruct
-        parallel: 2
-        context_length: 256
-        queue_timeout: 600
-"""
-
-LIMITS = """
-models:
-  - name: spark
-    deployments:
-      - engine: llamacpp
-        path: builtin:smollm2-135m-instruct
-        parallel: 2
-        context_length: 4096
-        queue_timeout: 1
-        max_output_tokens: 16
-  - name: tiny
-    deployments:
-      - engine: llamacpp
-        path: builtin:smollm2-135m-instruct
-        parallel: 1
-        context_length: 128
-"""
+SHARED = local_config(spark={"parallel": 2, "context_length": 256, "queue_timeout": 600})
+LIMITS = local_config(
+    spark={"parallel": 2, "context_length": 4096, "queue_timeout": 1, "max_output_tokens": 16},
+    tiny={"parallel": 1, "context_length": 128},
+)
 
 
 @pytest.fixture(scope="module")
