@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anthropic
@@ -22,7 +21,7 @@ import pytest
 from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
 
 from quasar.engines.llamacpp import builtin_model_path
-from tests.e2e.test_tools_local import ASK, ENUM, SCHEMAS, TOOLS, assert_valid_calls, at_once
+from tests.e2e.test_tools_local import ASK, ENUM, SCHEMAS, TOOLS, assert_valid_calls
 from tests.server import Running, quasar_server
 
 TEMPLATE = (
@@ -87,15 +86,10 @@ BY_HAND = [
 
 
 def test_the_template_renders_tools_calls_and_results(tclient: openai.OpenAI) -> None:
-    pairs = [  # (with tools, by hand)
-        (dict(messages=ASK, tools=TOOLS), dict(messages=[BY_HAND[0], *ASK])),
-        (dict(messages=HISTORY, tools=TOOLS, tool_choice="required"), dict(messages=BY_HAND)),
-        # tool_choice none: no tools to describe, the history still rendered by the template
-        (dict(messages=HISTORY, tools=TOOLS, tool_choice="none"), dict(messages=BY_HAND[1:])),
-    ]
-    asked = [{**fields, "max_tokens": 1, "seed": 1} for pair in pairs for fields in pair]
-    counted = [reply.usage.prompt_tokens for reply in at_once(tclient, asked)]
-    assert counted[0::2] == counted[1::2], counted
+    assert prompt_tokens(tclient, ASK, tools=TOOLS) == prompt_tokens(tclient, [BY_HAND[0], *ASK])
+    assert prompt_tokens(tclient, HISTORY, tools=TOOLS, tool_choice="required") == prompt_tokens(tclient, BY_HAND)
+    # tool_choice none: no tools to describe, the history still rendered by the template
+    assert prompt_tokens(tclient, HISTORY, tools=TOOLS, tool_choice="none") == prompt_tokens(tclient, BY_HAND[1:])
 
 
 def test_a_template_without_tools_keeps_the_described_tools(client: openai.OpenAI) -> None:
@@ -106,25 +100,23 @@ def test_a_template_without_tools_keeps_the_described_tools(client: openai.OpenA
 
 def test_calls_through_the_template_are_valid(tclient: openai.OpenAI) -> None:
     """The same grammar as on the described path (test_tools_local.py proves it over 20 seeds)."""
-    choices = ("required", {"type": "function", "function": {"name": "visit"}})
-    asked = [dict(messages=HISTORY, tools=TOOLS, tool_choice=choice, seed=1, max_tokens=80) for choice in choices]
-    for reply in at_once(tclient, asked):
+    for choice in ("required", {"type": "function", "function": {"name": "visit"}}):
+        reply = tclient.chat.completions.create(
+            model="spark", messages=HISTORY, tools=TOOLS, tool_choice=choice, seed=1, max_tokens=80
+        )
         assert_valid_calls(reply.choices[0].message, reply.choices[0].finish_reason)
 
 
 def test_stream_n_and_logprobs_through_the_template(tclient: openai.OpenAI) -> None:
     weather = {"type": "function", "function": {"name": "weather"}}  # the shortest arguments
     args = dict(model="spark", messages=ASK, tools=TOOLS, tool_choice=weather, parallel_tool_calls=False)
-    with ThreadPoolExecutor(1) as pool:  # the body (n=2) decodes in the same batches as the stream
-        asked = pool.submit(tclient.chat.completions.create, **args, seed=7, max_tokens=60, n=2, logprobs=True)
-        chunks = list(tclient.chat.completions.create(**args, seed=7, max_tokens=60, stream=True))
-    body = asked.result()
+    body = tclient.chat.completions.create(**args, seed=7, max_tokens=60, n=2, logprobs=True)
     assert len(body.choices) == 2 and all(c.logprobs and c.logprobs.content for c in body.choices)
     for choice in body.choices:
         assert_valid_calls(choice.message, choice.finish_reason)
     calls: dict[int, dict] = {}
     roles = []
-    for chunk in chunks:
+    for chunk in tclient.chat.completions.create(**args, seed=7, max_tokens=60, stream=True):
         for part in chunk.choices:
             roles += [part.delta.role] if part.delta.role else []
             for d in part.delta.tool_calls or ():
