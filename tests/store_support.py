@@ -140,7 +140,7 @@ def table_dump(url: str) -> str:
     return asyncio.run(dump())
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, every: float = 0.2) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
     """Poll until `predicate()` is truthy; return its value, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     value = None

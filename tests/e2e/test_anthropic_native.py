@@ -15,11 +15,11 @@ import httpx2 as httpx
 import openai
 import orjson
 import pytest
-import yaml
 
 from tests.fake_anthropic import FakeAnthropic
-from tests.server import Running, quasar_server
-from tests.store_support import MASTER, log_rows, tmp_sqlite_url, wait_for
+from tests.gateway_config import gateway_server, with_local_fallback
+from tests.server import Running
+from tests.store_support import MASTER, log_rows, wait_for
 
 WEATHER = {
     "name": "get_weather",
@@ -44,19 +44,7 @@ def gateway(fake: FakeAnthropic) -> Iterator[Running]:
         "model": "claude-up-1",
         "price": {"input": 1.0, "output": 2.0, "cached_input": 0.5},
     }
-    local = {"engine": "llamacpp", "path": "builtin:smollm2-135m-instruct", "parallel": 2, "context_length": 2048}
-    config = {
-        "models": [
-            {"name": "claude", "deployments": [upstream]},
-            {
-                "name": "guarded",
-                "deployments": [{**upstream, "name": "guarded-up"}, {**local, "name": "guarded-local"}],
-            },
-        ],
-        "router": {"strategy": "priority", "retries": 0},
-    }
-    env = {"QUASAR_MASTER_KEY": MASTER, "QUASAR_DATABASE_URL": tmp_sqlite_url()}
-    with quasar_server(yaml.safe_dump(config), env=env) as running:
+    with gateway_server(with_local_fallback("claude", upstream), logged=True, retries=0) as running:
         yield running
 
 

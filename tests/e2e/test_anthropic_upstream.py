@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from tests.fake_provider import FakeProvider
-from tests.gateway_config import gateway_config, upstream
-from tests.server import Running, quasar_server
-from tests.store_support import MASTER, admin_headers, log_rows, tmp_sqlite_url, wait_for
+from tests.gateway_config import gateway_server, upstream
+from tests.server import Running
+from tests.store_support import MASTER, admin_headers, log_rows, wait_for
 
 WEATHER = {
     "name": "get_weather",
@@ -33,8 +33,7 @@ def fake() -> Iterator[FakeProvider]:
 
 @pytest.fixture(scope="module")
 def gateway(fake: FakeProvider) -> Iterator[Running]:
-    config = gateway_config({"up": [upstream(fake, price={"input": 1.0, "output": 2.0})]})
-    with quasar_server(config, env={"QUASAR_MASTER_KEY": MASTER, "QUASAR_DATABASE_URL": tmp_sqlite_url()}) as running:
+    with gateway_server({"up": [upstream(fake, price={"input": 1.0, "output": 2.0})]}, logged=True) as running:
         yield running
 
 

@@ -27,6 +27,7 @@ import yaml
 
 from tests.fake_provider import FakeProvider
 from tests.gateway_config import upstream
+from tests.local_config import NO_EOS, local_config
 from tests.server import Running, quasar_server
 from tests.store_support import (
     MASTER,
@@ -169,20 +170,9 @@ def test_redis_away_mid_load_limits_fail_closed_then_recover_and_every_request_i
             assert "Traceback" not in running.log()
 
 
-NO_EOS = {"0": -100, "2": -100}  # SmolLM2's end tokens banned: each request runs to max_tokens
-FULL = """
-models:
-  - name: spark
-    deployments:
-      - engine: llamacpp
-        path: builtin:smollm2-135m-instruct
-        parallel: 2
-        max_queue: 2
-        context_length: 160
-        queue_timeout: 1
-        threads: 1
-        nice: 0
-"""
+FULL = local_config(
+    spark={"parallel": 2, "max_queue": 2, "context_length": 160, "queue_timeout": 1, "threads": 1, "nice": 0}
+)
 
 
 def test_local_engine_past_its_slots_and_kv_cache_answers_200_or_503_with_retry_after() -> None:

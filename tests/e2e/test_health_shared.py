@@ -20,26 +20,30 @@ MASTER = "sk-master-latency"
 AS_MASTER = {"authorization": f"Bearer {MASTER}"}
 
 
-@pytest.fixture(scope="module")
-def replicas() -> Iterator[tuple[list[Running], FakeProvider, FakeProvider]]:
-    with (
-        FakeProvider("a") as a,
-        FakeProvider("b") as b,
-        redis_namespace() as namespace,
-        contextlib.ExitStack() as stack,
-    ):
-        config = {
-            "models": [{"name": "m", "deployments": [upstream(a, name="first"), upstream(b, name="second")]}],
-            "router": {"strategy": "priority", "cooldown_seconds": 30, "retries": 0},
-            "redis_namespace": namespace,
-        }
-        text = yaml.safe_dump(config)
+@contextlib.contextmanager
+def two_replicas(deployments: list[dict], **config: object) -> Iterator[list[Running]]:
+    """Two Quasar processes on one config and one Redis namespace, each with its own log database."""
+    with redis_namespace() as namespace, contextlib.ExitStack() as stack:
+        text = yaml.safe_dump(
+            {"models": [{"name": "m", "deployments": deployments}], **config, "redis_namespace": namespace}
+        )
         running = []
         for _ in range(2):
             env = {"QUASAR_REDIS_URL": REDIS, "QUASAR_DATABASE_URL": tmp_sqlite_url()}
             running.append(stack.enter_context(quasar_server(text, env=env, wait_ready=False)))
         for replica in running:
             _wait_ready(replica, 60)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def replicas() -> Iterator[tuple[list[Running], FakeProvider, FakeProvider]]:
+    router = {"strategy": "priority", "cooldown_seconds": 30, "retries": 0}
+    with (
+        FakeProvider("a") as a,
+        FakeProvider("b") as b,
+        two_replicas([upstream(a, name="first"), upstream(b, name="second")], router=router) as running,
+    ):
         yield running, a, b
 
 
@@ -62,22 +66,12 @@ def latency_replicas() -> Iterator[tuple[list[Running], FakeProvider, FakeProvid
     with (
         FakeProvider("quick") as a,
         FakeProvider("steady", default="slow:0.25") as b,
-        redis_namespace() as namespace,
-        contextlib.ExitStack() as stack,
+        two_replicas(
+            [upstream(a, name="quick"), upstream(b, name="steady")],
+            router={"strategy": "latency", "retries": 0},
+            auth={"master_key": MASTER},
+        ) as running,
     ):
-        config = {
-            "models": [{"name": "m", "deployments": [upstream(a, name="quick"), upstream(b, name="steady")]}],
-            "router": {"strategy": "latency", "retries": 0},
-            "auth": {"master_key": MASTER},
-            "redis_namespace": namespace,
-        }
-        text = yaml.safe_dump(config)
-        running = []
-        for _ in range(2):
-            env = {"QUASAR_REDIS_URL": REDIS, "QUASAR_DATABASE_URL": tmp_sqlite_url()}
-            running.append(stack.enter_context(quasar_server(text, env=env, wait_ready=False)))
-        for replica in running:
-            _wait_ready(replica, 60)
         yield running, a, b
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from quasar import __version__
 from tests.fake_provider import FakeProvider
-from tests.gateway_config import gateway_config, upstream
-from tests.server import Running, quasar_server
+from tests.gateway_config import gateway_server, upstream
+from tests.server import Running
 
 KEY = "sk-chat-cli-test"
 
@@ -33,8 +33,7 @@ def fake() -> Iterator[FakeProvider]:
 
 @pytest.fixture(scope="module")
 def gw(fake: FakeProvider) -> Iterator[Running]:
-    config = gateway_config({"solo": [upstream(fake)], "other": [upstream(fake)]})
-    with quasar_server(config, env={"QUASAR_API_KEYS": KEY}) as running:
+    with gateway_server({"solo": [upstream(fake)], "other": [upstream(fake)]}, env={"QUASAR_API_KEYS": KEY}) as running:
         yield running
 
 

@@ -17,9 +17,9 @@ import openai
 import pytest
 
 from tests.fake_provider import FakeProvider
-from tests.gateway_config import gateway_config, upstream
-from tests.server import Running, quasar_server
-from tests.store_support import MASTER, cli, database_url, log_rows, pg_schema, tmp_sqlite_url, wait_for
+from tests.gateway_config import gateway_server, upstream
+from tests.server import Running
+from tests.store_support import MASTER, cli, database_url, log_rows, pg_schema, wait_for
 
 OPENAI_JS = "7.59.0"  # the openai npm package the JavaScript test drives, as tests/e2e/js/package-lock.json pins it
 KEY_A, KEY_B = "key-a-responses", "key-b-responses"
@@ -40,9 +40,8 @@ def fake() -> Iterator[FakeProvider]:
 
 @pytest.fixture(scope="module")
 def gw(fake: FakeProvider) -> Iterator[Running]:
-    config = gateway_config({"remote": [upstream(fake, model="up-model")]})
-    env = {"QUASAR_API_KEYS": f"{KEY_A},{KEY_B}", "QUASAR_MASTER_KEY": MASTER, "QUASAR_DATABASE_URL": tmp_sqlite_url()}
-    with quasar_server(config, env=env) as running:
+    models = {"remote": [upstream(fake, model="up-model")]}
+    with gateway_server(models, logged=True, env={"QUASAR_API_KEYS": f"{KEY_A},{KEY_B}"}) as running:
         yield running
 
 
@@ -309,8 +308,7 @@ def test_built_in_model(client: openai.OpenAI) -> None:
 def test_postgres_keeps_conversations(fake: FakeProvider) -> None:
     with pg_schema() as url:
         cli("db", "upgrade", env={"QUASAR_DATABASE_URL": url})
-        config = gateway_config({"remote": [upstream(fake)]})
-        with quasar_server(config, env={"QUASAR_DATABASE_URL": url}) as running:
+        with gateway_server({"remote": [upstream(fake)]}, env={"QUASAR_DATABASE_URL": url}) as running:
             client = openai.OpenAI(base_url=running.v1, api_key="unused", max_retries=0, timeout=20)
             first = client.responses.create(model="remote", input="My name is Ada.", metadata={"db": "pg"})
             second = client.responses.create(model="remote", input="Who am I?", previous_response_id=first.id)

@@ -6,13 +6,14 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
 import openai
 import pytest
 
-from tests.server import free_port, quasar_server, raw_chat
+from tests.server import Running, free_port, quasar_server, raw_chat
 
 MSG = [{"role": "user", "content": "Count from one to one thousand."}]
 ONE_SLOT = """
@@ -37,9 +38,9 @@ def test_keys_required_when_configured() -> None:
         r = httpx.post(url, json=body, headers={"authorization": "Bearer wrong"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         assert "wrong" not in r.text
-        for key in ("conf-key-1", "env-key-1", "env-key-2"):  # a local model: more than httpx's 5 s on a busy machine
-            answered = httpx.post(url, json=body, headers={"authorization": f"Bearer {key}"}, timeout=60)
-            assert answered.status_code == 200
+        for key in ("conf-key-1", "env-key-1", "env-key-2"):
+            reply = httpx.post(url, json=body, headers={"authorization": f"Bearer {key}"}, timeout=60)  # a loaded VM
+            assert reply.status_code == 200, reply.text
         assert httpx.get(srv.v1 + "/models").status_code == 401
         assert httpx.get(srv.url + "/health").status_code == 200
         sdk = openai.OpenAI(base_url=srv.v1, api_key="bad", max_retries=0)
@@ -66,50 +67,55 @@ def test_keys_required_when_configured() -> None:
         assert "conf-key-1" not in srv.log() and "env-key-1" not in srv.log()
 
 
-def test_queue_full_is_503_and_disconnect_frees_the_slot() -> None:
-    with quasar_server(ONE_SLOT) as srv:
-        url = srv.url + "/v1/chat/completions"
-        # 1. while one long stream holds the only slot, the next request gets 503 with Retry-After
-        with httpx.stream(
-            "POST",
-            url,
-            json={"model": "spark", "messages": MSG, "max_tokens": 3000, "stream": True, "logit_bias": {"2": -100}},
-            timeout=60,
-        ) as long_stream:
-            lines = long_stream.iter_lines()
-            next(line for line in lines if line.startswith("data: "))
-            r = httpx.post(url, json={"model": "spark", "messages": MSG, "max_tokens": 2})
-            assert r.status_code == 503, r.text
-            assert r.headers["retry-after"] == "1"
-            assert r.json()["error"]["code"] == "queue_full"
-            # 2. the client goes away mid-stream ...
-        # 3. ... and the slot is free at once: a short request now finishes long before the
-        # 3000-token generation would have (about 25 s on this model) if it were still running.
-        began = time.monotonic()
-        r = httpx.post(url, json={"model": "spark", "messages": MSG, "max_tokens": 2}, timeout=60)
-        assert r.status_code == 200, r.text
-        assert time.monotonic() - began < 8
+@pytest.fixture(scope="module")
+def one_slot() -> Iterator[Running]:
+    """One server for the tests that fill its only slot and show it freed (each leaves it free)."""
+    with quasar_server(ONE_SLOT) as running:
+        yield running
 
 
-def test_non_streamed_request_stops_when_its_client_leaves() -> None:
+def test_queue_full_is_503_and_disconnect_frees_the_slot(one_slot: Running) -> None:
+    url = one_slot.url + "/v1/chat/completions"
+    # 1. while one long stream holds the only slot, the next request gets 503 with Retry-After
+    with httpx.stream(
+        "POST",
+        url,
+        json={"model": "spark", "messages": MSG, "max_tokens": 3000, "stream": True, "logit_bias": {"2": -100}},
+        timeout=60,
+    ) as long_stream:
+        lines = long_stream.iter_lines()
+        next(line for line in lines if line.startswith("data: "))
+        r = httpx.post(url, json={"model": "spark", "messages": MSG, "max_tokens": 2})
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "queue_full"
+        # 2. the client goes away mid-stream ...
+    # 3. ... and the slot is free at once: a short request now finishes long before the
+    # 3000-token generation would have (about 25 s on this model) if it were still running.
+    began = time.monotonic()
+    r = httpx.post(url, json={"model": "spark", "messages": MSG, "max_tokens": 2}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - began < 8
+
+
+def test_non_streamed_request_stops_when_its_client_leaves(one_slot: Running) -> None:
     """llama.cpp's non-streamed call cannot be interrupted; Quasar streams inside and stops at once."""
-    with quasar_server(ONE_SLOT) as srv:
-        body = {"model": "spark", "messages": MSG, "max_tokens": 3000, "logit_bias": {"2": -100}}
-        with raw_chat(srv, body):
-            time.sleep(1.0)  # generating by now: the only slot is taken ...
-            r = httpx.post(srv.url + "/v1/chat/completions", json={**body, "max_tokens": 2})
-            assert r.status_code == 503, r.text
-        # ... and once the client has gone, the slot is free again within a moment, long before
-        # the 3000-token generation would have ended (about 25 s on this model).
-        began = time.monotonic()
-        while True:
-            r = httpx.post(srv.url + "/v1/chat/completions", json={**body, "max_tokens": 2}, timeout=60)
-            if r.status_code == 200 or time.monotonic() - began > 15:
-                break
-            time.sleep(0.05)
-        assert r.status_code == 200, r.text
-        assert time.monotonic() - began < 8  # a loaded machine slows the 2-token answer, not the release
-        assert "Traceback" not in srv.log() and "ASGI" not in srv.log()
+    body = {"model": "spark", "messages": MSG, "max_tokens": 3000, "logit_bias": {"2": -100}}
+    with raw_chat(one_slot, body):
+        time.sleep(1.0)  # generating by now: the only slot is taken ...
+        r = httpx.post(one_slot.url + "/v1/chat/completions", json={**body, "max_tokens": 2})
+        assert r.status_code == 503, r.text
+    # ... and once the client has gone, the slot is free again within a moment, long before
+    # the 3000-token generation would have ended (about 25 s on this model).
+    began = time.monotonic()
+    while True:
+        r = httpx.post(one_slot.url + "/v1/chat/completions", json={**body, "max_tokens": 2}, timeout=60)
+        if r.status_code == 200 or time.monotonic() - began > 15:
+            break
+        time.sleep(0.05)
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - began < 8  # a loaded machine slows the 2-token answer, not the release
+    assert "Traceback" not in one_slot.log() and "ASGI" not in one_slot.log()
 
 
 def test_bind_beyond_loopback_without_keys_refuses() -> None:

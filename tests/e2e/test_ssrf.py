@@ -27,8 +27,8 @@ from quasar.errors import QuasarError
 from quasar.gateway.credentials import check_base_url
 from tests.e2e.test_gateway_http import RawProvider
 from tests.fake_provider import FakeProvider
-from tests.gateway_config import gateway_config, upstream
-from tests.server import Running, quasar_server
+from tests.gateway_config import gateway_server, upstream
+from tests.server import Running
 
 MSG = [{"role": "user", "content": "hi"}]
 PRIVATE = [
@@ -75,7 +75,7 @@ def fake() -> Iterator[FakeProvider]:
 
 @pytest.fixture(scope="module")
 def gw(fake: FakeProvider) -> Iterator[Running]:
-    with quasar_server(gateway_config({"up": [upstream(fake)]}, retries=0, allowed_hosts=PRIVATE)) as running:
+    with gateway_server({"up": [upstream(fake)]}, retries=0, allowed_hosts=PRIVATE) as running:
         yield running
 
 
@@ -122,14 +122,15 @@ def test_a_redirect_into_private_space_is_not_followed(listener: Listener) -> No
     """The HTTP client follows no redirect: an upstream's 307 to a private address is its failure."""
     location = f"http://127.0.0.1:{listener.port}/v1/chat/completions".encode()
     answer = b"HTTP/1.1 307 Temporary Redirect\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % location
-    with RawProvider(answer) as redirecting:
-        config = gateway_config({"m": [upstream(redirecting.url, provider="r")]}, retries=0)
-        with quasar_server(config) as gw:
-            for stream in (False, True):
-                body = {"model": "m", "messages": MSG, "stream": stream}
-                r = httpx.post(f"{gw.v1}/chat/completions", json=body, timeout=30)
-                assert r.status_code == 502, r.text
-                assert "returned 307: a redirect, which Quasar does not follow" in r.json()["error"]["message"]
+    with (
+        RawProvider(answer) as redirecting,
+        gateway_server({"m": [upstream(redirecting.url, provider="r")]}, retries=0) as gw,
+    ):
+        for stream in (False, True):
+            body = {"model": "m", "messages": MSG, "stream": stream}
+            r = httpx.post(f"{gw.v1}/chat/completions", json=body, timeout=30)
+            assert r.status_code == 502, r.text
+            assert "returned 307: a redirect, which Quasar does not follow" in r.json()["error"]["message"]
     assert redirecting.requests == 2
     assert listener.connections() == 0
 

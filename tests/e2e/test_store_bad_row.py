@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx2 as httpx
 
 from tests.server import Running, quasar_server
-from tests.store_support import chat_body, wait_for
+from tests.store_support import chat_body, priced_config, wait_for
 
 HUGE = 18446744073709551616  # 2**64: orjson refuses it, SQLite too
 
@@ -31,7 +31,7 @@ def logged(running: Running, request_id: str) -> dict | None:
 
 def test_a_huge_int_in_metadata_neither_stops_the_log_nor_loses_a_row_at_restart() -> None:
     env = {"QUASAR_DATABASE_URL": f"sqlite:///{Path(tempfile.mkdtemp(prefix='quasar-bad-row-')) / 'quasar.db'}"}
-    with quasar_server(env=env) as first:
+    with quasar_server(priced_config(), env=env) as first:  # the built-in chat model alone: quick to start
         huge = post(first, chat_body(1, metadata={"n": HUGE, "team": "search"}))
         normal = post(first, chat_body(1))
         assert normal.status_code == 200, normal.text
@@ -48,7 +48,7 @@ def test_a_huge_int_in_metadata_neither_stops_the_log_nor_loses_a_row_at_restart
         first.process.wait(30)
         assert "Traceback" not in first.log(), first.log()
 
-    with quasar_server(env=env) as second:
+    with quasar_server(priced_config(), env=env) as second:
         for reply in at_shutdown:
             row = wait_for(lambda reply=reply: logged(second, reply.headers["x-request-id"]), timeout=10)
             assert row["http_status"] == reply.status_code
