@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -73,27 +74,44 @@ class KeyRing:
         self.ttl = ttl
         self._cache: dict[str, _Cached] = {}
         self._has_keys: _Cached | None = None  # row is {} when the store holds a key, None when it holds none
-        self._has_keys_query: asyncio.Task[bool] | None = None  # the one query in flight, shared by all callers
+        # The queries in flight, one per key and one for "any key?", shared by every caller that finds the
+        # cached answer stale. `invalidate` starts a new generation: an answer read before it is returned to
+        # the callers already waiting for it but never cached, so a revoked key is refused from then on.
+        self._lookups: dict[str, asyncio.Task[dict[str, Any] | None]] = {}
+        self._has_keys_query: asyncio.Task[bool] | None = None
+        self._generation = 0
 
     def invalidate(self) -> None:
+        self._generation += 1
         self._cache.clear()
         self._has_keys = None
+        self._lookups.clear()
+        self._has_keys_query = None
 
     async def _lookup(self, digest: str) -> dict[str, Any] | None:
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and now - cached.at < self.ttl:
             return cached.row
+        query = self._lookups.get(digest)
+        if query is None:
+            query = self._lookups[digest] = asyncio.ensure_future(key_rows.by_hash(self.engine, digest))
+            query.add_done_callback(functools.partial(self._looked_up, digest, self._generation, now))
         try:
-            row = await key_rows.by_hash(self.engine, digest)
+            return await asyncio.shield(query)  # a caller that leaves does not cancel the others' query
         except Exception:
             if cached is not None:
                 return cached.row  # the database is down: the last known answer is better than none
             raise StoreUnavailable("The key store is unavailable; try again shortly.") from None
+
+    def _looked_up(self, digest: str, generation: int, asked: float, query: asyncio.Task[Any]) -> None:
+        if self._lookups.get(digest) is query:
+            del self._lookups[digest]
+        if generation != self._generation or query.cancelled() or query.exception() is not None:
+            return  # (the exception retrieved here, should no caller wait)
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
-        self._cache[digest] = _Cached(row, now)
-        return row
+        self._cache[digest] = _Cached(query.result(), asked)
 
     async def store_has_keys(self) -> bool:
         """Whether the store holds any managed key (revoked and expired ones count): then a key is required."""
@@ -103,21 +121,24 @@ class KeyRing:
             return cached.row is not None
         # One query for every request that finds the answer stale: a query each made the pool open (and
         # close) connections beyond its size every second under load, and SQLite kept fds of closed ones.
-        if self._has_keys_query is None:
-            self._has_keys_query = asyncio.ensure_future(key_rows.any_key(self.engine))
-            self._has_keys_query.add_done_callback(self._has_keys_answered)
+        query = self._has_keys_query
+        if query is None:
+            query = self._has_keys_query = asyncio.ensure_future(key_rows.any_key(self.engine))
+            query.add_done_callback(functools.partial(self._has_keys_answered, self._generation))
         try:
-            found = await asyncio.shield(self._has_keys_query)  # a caller that leaves does not cancel it
+            found = await asyncio.shield(query)  # a caller that leaves does not cancel it
         except Exception:
             if cached is not None:
                 return cached.row is not None  # the database is down: keep the last known answer
             raise StoreUnavailable("The key store is unavailable; try again shortly.") from None
         return found
 
-    def _has_keys_answered(self, query: asyncio.Task[bool]) -> None:
-        self._has_keys_query = None
-        if not query.cancelled() and query.exception() is None:  # (retrieved here, should no caller wait)
-            self._has_keys = _Cached({} if query.result() else None, time.monotonic())
+    def _has_keys_answered(self, generation: int, query: asyncio.Task[bool]) -> None:
+        if self._has_keys_query is query:
+            self._has_keys_query = None
+        if generation != self._generation or query.cancelled() or query.exception() is not None:
+            return  # (the exception retrieved here, should no caller wait)
+        self._has_keys = _Cached({} if query.result() else None, time.monotonic())
 
     async def authenticate(self, authorization: str | None) -> Principal:
         token = bearer_token(authorization)
