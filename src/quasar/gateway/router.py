@@ -46,7 +46,7 @@ from quasar.gateway.health import Health
 from quasar.gateway.trace import Attempt, Trace
 
 _DEFAULT_OUTPUT_ESTIMATE = 256  # output tokens assumed by the cost strategy when max_tokens is not set
-LEGACY_COMPLETIONS = "legacy completions"  # what a /v1/completions request needs, beside the capabilities
+_LEGACY_COMPLETIONS = "legacy completions"  # what a /v1/completions request needs, beside the capabilities
 
 
 @dataclass(frozen=True)
@@ -422,12 +422,12 @@ def _needs(request: ChatRequest) -> list[tuple[str, str]]:
     if request.response_format is not None and request.response_format.type == "json_schema":
         needs.append(("json_schema", "response_format"))
     if request.completion is not None:
-        needs.append((LEGACY_COMPLETIONS, "model"))
+        needs.append((_LEGACY_COMPLETIONS, "model"))
     return needs
 
 
 def _supports(engine: Engine, capability: str) -> bool:
-    if capability == LEGACY_COMPLETIONS:
+    if capability == _LEGACY_COMPLETIONS:
         return engine.legacy_completions
     return capability in engine.capabilities
 
