@@ -3,7 +3,8 @@
 A message (`POST /v1/messages`, the official `anthropic` SDK) reaches it as the client sent it and its answer
 and events come back as the upstream sent them; a chat request (the official `openai` SDK) is translated to
 a message and back. Both go through the one pipeline: the log row's usage and cost are read from the
-upstream's own answer, and a failing upstream fails over to the local model (translated for it).
+upstream's own answer, and a failing upstream fails over to the local model (translated for it). A legacy
+completion, which Messages cannot carry, goes to another deployment of the model, or is refused.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import orjson
 import pytest
 
 from tests.fake_anthropic import FakeAnthropic
-from tests.gateway_config import gateway_server, with_local_fallback
+from tests.fake_provider import FakeProvider
+from tests.gateway_config import gateway_server, upstream, with_local_fallback
 from tests.server import Running
 from tests.store_support import MASTER, log_rows, wait_for
 
@@ -36,15 +38,25 @@ def fake() -> Iterator[FakeAnthropic]:
 
 
 @pytest.fixture(scope="module")
-def gateway(fake: FakeAnthropic) -> Iterator[Running]:
-    upstream = {
+def openai_fake() -> Iterator[FakeProvider]:
+    with FakeProvider("gpt-up") as provider:
+        yield provider
+
+
+@pytest.fixture(scope="module")
+def gateway(fake: FakeAnthropic, openai_fake: FakeProvider) -> Iterator[Running]:
+    native = {
         "engine": "anthropic",
         "base_url": fake.url,
         "api_key": UPSTREAM_KEY,
         "model": "claude-up-1",
         "price": {"input": 1.0, "output": 2.0, "cached_input": 0.5},
     }
-    with gateway_server(with_local_fallback("claude", upstream), logged=True, retries=0) as running:
+    models = {
+        **with_local_fallback("claude", native),
+        "mixed": [{**native, "name": "mixed-claude"}, upstream(openai_fake, name="mixed-gpt")],
+    }
+    with gateway_server(models, logged=True, retries=0) as running:
         yield running
 
 
@@ -288,3 +300,27 @@ def test_an_upstream_error_on_chat_is_in_openai_envelope(gpt: openai.OpenAI, fak
         gpt.chat.completions.create(model="claude", messages=user("hi"))
     assert refused.value.body["code"] == "upstream_rejected_request"
     assert "anthro failed with 400" in refused.value.body["message"]
+
+
+def test_a_legacy_completion_skips_the_anthropic_deployment(
+    gpt: openai.OpenAI, fake: FakeAnthropic, openai_fake: FakeProvider
+) -> None:
+    openai_fake.reset()
+    made = gpt.completions.with_raw_response.create(
+        model="mixed", prompt="Say hi", max_tokens=8, extra_body={"request_breakdown": True}
+    )
+    reply = made.parse()
+    assert reply.choices[0].text == "Hello from gpt-up" and made.headers["x-quasar-deployment"] == "mixed-gpt"
+    assert fake.requests == [] and openai_fake.requests[-1]["legacy"]  # sent as a legacy completion, once
+    routing = reply.model_extra["request_breakdown"]["routing"]
+    reason = "does not support legacy completions"
+    assert routing["dropped"] == [{"deployment": "mixed-claude", "model": "mixed", "reason": reason}]
+    assert routing["candidates"] == ["mixed-gpt"]
+
+
+def test_a_legacy_completion_with_only_an_anthropic_deployment_is_400(gpt: openai.OpenAI, fake: FakeAnthropic) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        gpt.completions.create(model="claude", prompt="Say hi", max_tokens=8)
+    assert refused.value.body["param"] == "model" and refused.value.body["type"] == "invalid_request_error"
+    assert "does not support legacy completions" in refused.value.body["message"]
+    assert fake.requests == []

@@ -1,5 +1,6 @@
 """Reloading the config under load (SIGHUP and POST /admin/reload): no request fails across it, a
-config with errors is refused with its line, an unchanged local model is not loaded again."""
+config with errors is refused with its line, an unchanged local model is not loaded again; the router's
+health settings (allowed_fails, cooldown_seconds) apply from the reload on."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+import openai
 import yaml
 
 from tests.fake_provider import FakeProvider
-from tests.gateway_config import upstream
+from tests.gateway_config import gateway_config, upstream
 from tests.server import quasar_server
 from tests.store_support import MASTER, admin_headers, wait_for
 
@@ -97,3 +99,40 @@ def test_reload_under_load_loses_no_request() -> None:
         assert statuses and set(statuses) == {200}, set(statuses)
         assert srv.log().count("quasar: loading") == 1  # the unchanged local model was not loaded again
         assert httpx.post(f"{srv.url}/admin/reload", headers={"Authorization": "Bearer k-one"}).status_code == 403
+
+
+def test_reload_applies_allowed_fails_and_cooldown_seconds() -> None:
+    def health(allowed_fails: int, cooldown_seconds: float) -> str:
+        models = {"m": [upstream(a, name="a-dep"), upstream(b, name="b-dep")]}
+        return gateway_config(models, retries=0, allowed_fails=allowed_fails, cooldown_seconds=cooldown_seconds)
+
+    def answer(client: openai.OpenAI) -> tuple[str, dict]:
+        raw = client.chat.completions.with_raw_response.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], extra_body={"request_breakdown": True}
+        )
+        return raw.headers["x-quasar-deployment"], raw.parse().model_extra["request_breakdown"]["routing"]
+
+    with (
+        FakeProvider("a") as a,
+        FakeProvider("b") as b,
+        quasar_server(health(2, 5), env={"QUASAR_MASTER_KEY": MASTER}) as srv,
+    ):
+        client = openai.OpenAI(base_url=srv.v1, api_key=MASTER, max_retries=0, timeout=20)
+        # allowed_fails 2: one failure does not cool a-dep down, the next request goes to it again
+        a.script("500")
+        assert answer(client)[0] == "b-dep"
+        served, routing = answer(client)
+        assert served == "a-dep" and routing["dropped"] == [] and len(a.requests) == 2
+
+        path = Path(srv.log_path).parent / "quasar.yaml"
+        path.write_text(health(1, 30))
+        done = httpx.post(f"{srv.url}/admin/reload", headers=admin_headers(), timeout=30)
+        assert done.status_code == 200 and done.json()["restart_needed"] == []
+        # allowed_fails 1, cooldown_seconds 30: one failure rests a-dep for 30 s (the old 5 s no longer)
+        a.script("500")
+        assert answer(client)[0] == "b-dep"
+        served, routing = answer(client)
+        assert served == "b-dep" and len(a.requests) == 3
+        [dropped] = routing["dropped"]
+        left = float(dropped["reason"].removeprefix("cooling down for ").split("s ")[0])
+        assert dropped["deployment"] == "a-dep" and 25 < left <= 30, dropped

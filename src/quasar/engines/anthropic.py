@@ -27,6 +27,8 @@ CAPABILITIES = frozenset({"tools", "vision"})
 
 
 class AnthropicEngine(OpenAIEngine):
+    legacy_completions = False  # Messages has no raw prompt: the router sends /v1/completions elsewhere
+
     def __init__(self, deployment: Deployment) -> None:
         super().__init__(deployment)
         self.provider = self.owned_by = deployment.provider or "anthropic"

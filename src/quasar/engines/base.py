@@ -18,6 +18,7 @@ from quasar.api.chat import ChatRequest
 class Engine(Protocol):
     context_length: int
     capabilities: frozenset[str]
+    legacy_completions: bool  # runs a /v1/completions request; the router drops a deployment that does not
     owned_by: str
 
     @property

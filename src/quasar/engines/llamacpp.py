@@ -114,6 +114,7 @@ def resolve_model_path(path: str) -> Path:
 class LlamaCppEngine:
     owned_by = "quasar"
     capabilities: frozenset[str] = frozenset({"json_schema", "tools"})
+    legacy_completions = True
 
     def __init__(self, deployment: Deployment, *, mode: str = "chat") -> None:
         self.deployment = deployment

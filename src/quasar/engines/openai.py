@@ -68,6 +68,8 @@ class _Upstream:
 
 
 class OpenAIEngine:
+    legacy_completions = True
+
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
         self.provider = deployment.provider or "openai"

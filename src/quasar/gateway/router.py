@@ -2,8 +2,9 @@
 
 plan(): the models asked for (`model`, or seed 003's `models`), then the fallbacks (per request, then
 router.fallbacks), each checked against what the key may use, each deployment filtered (exclusions,
-capabilities, context, cooldown; every drop recorded with its reason) and ordered by the strategy. The
-Plan is every candidate the request may be sent to: admission reserves against it before any attempt.
+capabilities, legacy completions, context, cooldown; every drop recorded with its reason) and ordered by
+the strategy. The Plan is every candidate the request may be sent to: admission reserves against it
+before any attempt.
 chat()/stream(): try the plan's candidates in order; a retryable failure (connection, timeout, 408,
 409, 429, 5xx) moves on to the next one, and after a whole round fails another round starts after an
 exponential backoff with jitter that honours the largest Retry-After seen. Any other failure ends the
@@ -45,6 +46,7 @@ from quasar.gateway.health import Health
 from quasar.gateway.trace import Attempt, Trace
 
 _DEFAULT_OUTPUT_ESTIMATE = 256  # output tokens assumed by the cost strategy when max_tokens is not set
+_LEGACY_COMPLETIONS = "legacy completions"  # what a /v1/completions request needs, beside the capabilities
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,7 @@ class Router:
         if cand.provider in exclude_providers:
             return _Drop(f"provider '{cand.provider}' excluded by exclude_providers", "exclude_providers", "excluded")
         for capability, param in needs:
-            if capability not in cand.engine.capabilities:
+            if not _supports(cand.engine, capability):
                 return _Drop(f"does not support {capability}", param, "capability")
         context = cand.deployment.context_length
         if prompt + output > context and mode == "embedding":
@@ -419,7 +421,15 @@ def _needs(request: ChatRequest) -> list[tuple[str, str]]:
         needs.append(("tools", "tools" if request.tools else "functions"))
     if request.response_format is not None and request.response_format.type == "json_schema":
         needs.append(("json_schema", "response_format"))
+    if request.completion is not None:
+        needs.append((_LEGACY_COMPLETIONS, "model"))
     return needs
+
+
+def _supports(engine: Engine, capability: str) -> bool:
+    if capability == _LEGACY_COMPLETIONS:
+        return engine.legacy_completions
+    return capability in engine.capabilities
 
 
 def _nothing_left(primary: list[str], drops: list[_Drop]) -> QuasarError:
