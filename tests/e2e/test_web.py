@@ -148,6 +148,7 @@ def test_playground_streams_a_reply_in_pieces(web: Running, page: Page, shots: P
 def test_stop_cancels_the_generation_on_the_server(web: Running, page: Page) -> None:
     open_playground(page, web)
     page.fill("#p-max_tokens", "1500")
+    page.fill("#p-temperature", "0")  # greedy: a long count every run (sampled, it sometimes ended at once)
     page.fill("#prompt", "Count from 1 to 1000, separated by commas.")
     page.click("#send")
     page.wait_for_function("() => (document.querySelector('.assistant .content')?.textContent || '').length > 10")
@@ -156,7 +157,7 @@ def test_stop_cancels_the_generation_on_the_server(web: Running, page: Page) -> 
     shown = page.inner_text(".assistant .content")
     row = log_row(web, page.get_attribute("#stats", "data-request-id") or "", want="cancelled")
     assert row["completion_tokens"] < 1500, row
-    assert len(shown) > 10
+    assert shown.strip(), "the part of the reply that came before the stop is still shown"
 
 
 def test_view_code_python_snippet_runs_against_the_server(web: Running, page: Page) -> None:
